@@ -1,0 +1,32 @@
+"""Build script for st4rtrack_ros: an ament_python package on a ROS 2 install, a plain pip package elsewhere."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "st4rtrack_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="st4rtrack_ros maintainers",
+    maintainer_email="maintainers@st4rtrack-ros.org",
+    description="Online 4D perception (St4RTrack+) from one RGB camera for ROS 2.",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    entry_points={
+        "console_scripts": [
+
+        ],
+    },
+)
