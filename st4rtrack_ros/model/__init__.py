@@ -1,0 +1,1 @@
+"""St4RTrack network, checkpoints and streaming engine."""
