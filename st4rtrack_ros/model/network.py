@@ -7,6 +7,7 @@ anchor camera's frame (OpenCV axes). Module names match the official state dict.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -114,7 +115,8 @@ class St4RTrackNet(nn.Module):
 
     def heads(self, dec1: list[torch.Tensor], dec2: list[torch.Tensor], grid_hw: tuple[int, int]) -> PairOutput:
         """DPT heads in fp32 whatever autocast says outside: pointmap precision matters more than speed here."""
-        with torch.autocast(device_type=dec1[0].device.type, enabled=False):
+        dev = dec1[0].device.type
+        with torch.autocast(dev, enabled=False) if dev in ("cuda", "cpu") else contextlib.nullcontext():
             pts1, conf1 = self.downstream_head1([t.float() for t in dec1], grid_hw)
             pts2, conf2 = self.downstream_head2([t.float() for t in dec2], grid_hw)
         return PairOutput(track_pts=pts1, track_conf=conf1, recon_pts=pts2, recon_conf=conf2)

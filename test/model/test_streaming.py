@@ -1,0 +1,83 @@
+"""The streaming engine gives the pair forward's numbers, with no host synchronisation in the step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from st4rtrack_ros.model.config import preset
+from st4rtrack_ros.model.network import St4RTrackNet
+from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(1)
+    return St4RTrackNet(preset("tiny_128")).eval()
+
+
+def _images(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 80, 128, generator=g) * 2 - 1
+
+
+def test_streaming_equals_pair_forward(net):
+    anchor, frames = _images(1, 0), _images(4, 1)
+    engine = StreamingEngine(net)
+    engine.set_anchor(anchor)
+    streamed = engine.step(frames)
+    one_by_one = [engine.step(f) for f in frames]
+    with torch.no_grad():
+        pair = net(anchor.expand(4, -1, -1, -1), frames)
+    for name in ("track_pts", "track_conf", "recon_pts", "recon_conf"):
+        ref = getattr(pair, name)
+        assert (getattr(streamed, name) - ref).abs().max() < 1e-5, name
+        single = torch.cat([getattr(o, name) for o in one_by_one])
+        assert (single - ref).abs().max() < 1e-5, name
+
+
+def test_new_anchor_replaces_the_cache(net):
+    a1, a2, f = _images(1, 2), _images(1, 3), _images(1, 4)
+    engine = StreamingEngine(net)
+    engine.set_anchor(a1)
+    first = engine.step(f).track_pts
+    engine.set_anchor(a2)
+    second = engine.step(f).track_pts
+    with torch.no_grad():
+        ref = net(a2, f).track_pts
+    assert (second - ref).abs().max() < 1e-5
+    assert (first - second).abs().max() > 1e-3
+
+
+def test_step_needs_an_anchor_and_matching_size(net):
+    engine = StreamingEngine(net)
+    with pytest.raises(RuntimeError, match="set_anchor"):
+        engine.step(_images(1, 0))
+    engine.set_anchor(_images(1, 0))
+    with pytest.raises(ValueError, match="differs"):
+        engine.step(torch.zeros(1, 3, 96, 128))
+
+
+def test_step_runs_on_meta_device_so_it_has_no_host_syncs():
+    """Meta tensors hold no data: any .item(), int(tensor) or value-dependent branch in the step would raise."""
+    with torch.device("meta"):
+        meta_net = St4RTrackNet(preset("tiny_128"))
+        engine = StreamingEngine(meta_net)
+        engine.set_anchor(torch.empty(1, 3, 80, 128))
+        out = engine.step(torch.empty(2, 3, 80, 128))
+    assert out.track_pts.shape == (2, 80, 128, 3) and out.track_pts.device.type == "meta"
+
+
+def test_graph_and_bf16_options_fall_back_on_cpu(net):
+    anchor, frames = _images(1, 5), _images(2, 6)
+    ref = StreamingEngine(net)
+    ref.set_anchor(anchor)
+    fast = StreamingEngine(net, EngineOptions(precision="bf16", cuda_graph=True))
+    fast.set_anchor(anchor)
+    a, b = ref.step(frames), fast.step(frames)
+    assert a.track_pts.dtype == b.track_pts.dtype == torch.float32  # heads stay fp32
+    assert torch.isfinite(b.track_pts).all()
+    rel = (a.recon_pts - b.recon_pts).norm(dim=-1).mean() / a.recon_pts.norm(dim=-1).mean()
+    assert rel < 0.05
+    with pytest.raises(ValueError):
+        EngineOptions(precision="fp8")
