@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Network speed and memory, side by side in one process: pair mode vs the streaming engine and its options.
+
+Modes (per-frame latency, batch 1, median and p90, and peak memory):
+  pair            both images encoded every frame (the official protocol), fp32
+  stream          anchor tokens cached, one encoder pass per frame, fp32
+  stream+bf16     + bf16 autocast for encoder and decoders (heads fp32)          [CUDA only]
+  stream+bf16+graph  + CUDA-graph replay of the per-frame step                   [CUDA only]
+  stream+compile  torch.compile of encoder and decoder+heads (opt-in: --compile)
+then offline throughput (frames/s) of the streaming step at batch 8 and 32 with the best options for the device.
+
+Needs only torch and numpy (runs on the GPU machine, which has no ROS). Examples:
+  .venv/bin/python benchmarks/bench_model.py                      # small preset on the CPU
+  python benchmarks/bench_model.py --preset vitl_512 --device cuda --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from st4rtrack_ros.model.config import preset  # noqa: E402
+from st4rtrack_ros.model.network import St4RTrackNet  # noqa: E402
+from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
+
+
+def _time(fn, device: torch.device, iters: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def _row(name: str, times: list[float], batch: int, device: torch.device, base_ms: float | None) -> dict:
+    p50 = statistics.median(times)
+    p90 = sorted(times)[max(0, int(round(0.9 * len(times))) - 1)]
+    return {
+        "mode": name, "batch": batch, "p50_ms": p50, "p90_ms": p90, "fps": 1e3 * batch / p50,
+        "peak_mem_mib": _peak_mib(device), "speedup_vs_pair": (base_ms / (p50 / batch)) if base_ms else 1.0,
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    cfg = preset(args.preset)
+    with torch.device(device):
+        net = St4RTrackNet(cfg).eval()  # random weights: speed does not depend on their values
+    h, w = cfg.image_hw
+    anchor = torch.rand(1, 3, h, w, device=device) * 2 - 1
+    frame = torch.rand(1, 3, h, w, device=device) * 2 - 1
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    rows: list[dict] = []
+
+    def pair():
+        with torch.inference_mode():
+            net(anchor, frame)
+
+    _peak_reset(device)
+    rows.append(_row("pair", _time(pair, device, args.iters, args.warmup), 1, device, None))
+    base = rows[0]["p50_ms"]
+
+    modes: list[tuple[str, EngineOptions]] = [("stream", EngineOptions())]
+    if device.type == "cuda":
+        modes += [("stream+bf16", EngineOptions(precision="bf16")),
+                  ("stream+bf16+graph", EngineOptions(precision="bf16", cuda_graph=True))]
+    if args.compile:
+        modes.append(("stream+compile", EngineOptions(precision="bf16" if device.type == "cuda" else "fp32",
+                                                      compile=True)))
+    best = modes[-1][1] if not args.compile else modes[-2][1]
+    for name, opts in modes:
+        engine = StreamingEngine(net, opts)
+        engine.set_anchor(anchor)
+        _peak_reset(device)
+        t_start = time.perf_counter()
+        engine.step(frame)  # first call pays for capture/compilation; reported separately
+        _sync(device)
+        first_ms = (time.perf_counter() - t_start) * 1e3
+        row = _row(name, _time(lambda e=engine: e.step(frame), device, args.iters, args.warmup), 1, device, base)
+        row["first_call_ms"] = first_ms
+        rows.append(row)
+        print(f"  {name}: p50 {row['p50_ms']:.2f} ms", file=sys.stderr, flush=True)
+
+    for b in args.batches:
+        engine = StreamingEngine(net, best)
+        engine.set_anchor(anchor)
+        frames = torch.rand(b, 3, h, w, device=device) * 2 - 1
+        _peak_reset(device)
+        engine.step(frames)
+        times = _time(lambda e=engine, f=frames: e.step(f), device, max(3, args.iters // 4), 1)
+        rows.append(_row(f"stream batch {b} ({best.precision}{'+graph' if best.cuda_graph else ''})", times, b,
+                         device, base))
+
+    return {
+        "preset": args.preset, "image_wh": list(cfg.img_size), "device": args.device,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or
+        platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "params": sum(p.numel() for p in net.parameters()), "rows": rows,
+    }
+
+
+def to_markdown(res: dict) -> str:
+    lines = [f"**{res['preset']}** ({res['image_wh'][0]}×{res['image_wh'][1]}, {res['params'] / 1e6:.1f} M params) on "
+             f"{res['device_name']} ({res['device']}, torch {res['torch']}, {res['threads']} threads)", "",
+             "| mode | batch | p50 ms | p90 ms | frames/s | × vs pair (per frame) | peak mem MiB |",
+             "|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        lines.append(f"| {r['mode']} | {r['batch']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['fps']:.1f} | "
+                     f"{r['speedup_vs_pair']:.2f} | {r['peak_mem_mib']:.0f} |")
+    mem_note = "GPU: torch max allocated per mode" if res["device"].startswith("cuda") else \
+        "CPU: process peak RSS so far (monotonic)"
+    lines += ["", f"Memory column: {mem_note}."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="small_256")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--batches", type=int, nargs="*", default=[8, 32])
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow first call)")
+    ap.add_argument("--json", type=Path, help="write the results as JSON here")
+    args = ap.parse_args(argv)
+    res = run(args)
+    print(to_markdown(res))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
