@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from st4rtrack_ros.model.config import preset  # noqa: E402
-from st4rtrack_ros.model.network import St4RTrackNet  # noqa: E402
-from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine  # noqa: E402
+from st4rtrack_ros.model.config import preset
+from st4rtrack_ros.model.network import St4RTrackNet
+from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
 
 
 def _sync(device: torch.device) -> None:
@@ -65,7 +65,7 @@ def _time(fn, device: torch.device, iters: int, warmup: int) -> list[float]:
 
 def _row(name: str, times: list[float], batch: int, device: torch.device, base_ms: float | None) -> dict:
     p50 = statistics.median(times)
-    p90 = sorted(times)[max(0, int(round(0.9 * len(times))) - 1)]
+    p90 = sorted(times)[max(0, round(0.9 * len(times)) - 1)]
     return {
         "mode": name, "batch": batch, "p50_ms": p50, "p90_ms": p90, "fps": 1e3 * batch / p50,
         "peak_mem_mib": _peak_mib(device), "speedup_vs_pair": (base_ms / (p50 / batch)) if base_ms else 1.0,
