@@ -2,10 +2,11 @@
 """Network speed and memory, side by side in one process: pair mode vs the streaming engine and its options.
 
 Modes (per-frame latency, batch 1, median and p90, and peak memory):
-  pair            both images encoded every frame (the official protocol), fp32
+  pair            both images encoded every frame (the official protocol), fp32 — the baseline
   stream          anchor tokens cached, one encoder pass per frame, fp32
   stream+bf16     + bf16 autocast for encoder and decoders (heads fp32)          [CUDA only]
   stream+bf16+graph  + CUDA-graph replay of the per-frame step                   [CUDA only]
+  pair+bf16+graph the pair protocol with the same bf16 + graph options           [CUDA only]
   stream+compile  torch.compile of encoder and decoder+heads (opt-in: --compile)
 then offline throughput (frames/s) of the streaming step at batch 8 and 32 with the best options for the device.
 
@@ -82,8 +83,9 @@ def run(args: argparse.Namespace) -> dict:
     anchor = torch.rand(1, 3, h, w, device=device) * 2 - 1
     frame = torch.rand(1, 3, h, w, device=device) * 2 - 1
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        # fp32 matmuls/convs on tensor cores (TF32); recorded in the output. --no-tf32 for strict fp32.
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
 
     rows: list[dict] = []
 
@@ -96,13 +98,14 @@ def run(args: argparse.Namespace) -> dict:
     base = rows[0]["p50_ms"]
 
     modes: list[tuple[str, EngineOptions]] = [("stream", EngineOptions())]
+    best = modes[0][1]
     if device.type == "cuda":
-        modes += [("stream+bf16", EngineOptions(precision="bf16")),
-                  ("stream+bf16+graph", EngineOptions(precision="bf16", cuda_graph=True))]
+        best = EngineOptions(precision="bf16", cuda_graph=True)
+        modes += [("stream+bf16", EngineOptions(precision="bf16")), ("stream+bf16+graph", best),
+                  ("pair+bf16+graph", EngineOptions(precision="bf16", cuda_graph=True, cache_anchor=False))]
     if args.compile:
         modes.append(("stream+compile", EngineOptions(precision="bf16" if device.type == "cuda" else "fp32",
                                                       compile=True)))
-    best = modes[-1][1] if not args.compile else modes[-2][1]
     for name, opts in modes:
         engine = StreamingEngine(net, opts)
         engine.set_anchor(anchor)
@@ -130,13 +133,15 @@ def run(args: argparse.Namespace) -> dict:
         "preset": args.preset, "image_wh": list(cfg.img_size), "device": args.device,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or
         platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "params": sum(p.numel() for p in net.parameters()), "rows": rows,
+        "params": sum(p.numel() for p in net.parameters()), "tf32": bool(args.tf32 and device.type == "cuda"),
+        "rows": rows,
     }
 
 
 def to_markdown(res: dict) -> str:
     lines = [f"**{res['preset']}** ({res['image_wh'][0]}×{res['image_wh'][1]}, {res['params'] / 1e6:.1f} M params) on "
-             f"{res['device_name']} ({res['device']}, torch {res['torch']}, {res['threads']} threads)", "",
+             f"{res['device_name']} ({res['device']}, torch {res['torch']}, {res['threads']} threads, "
+             f"TF32 {'on' if res['tf32'] else 'off'})", "",
              "| mode | batch | p50 ms | p90 ms | frames/s | × vs pair (per frame) | peak mem MiB |",
              "|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
@@ -156,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batches", type=int, nargs="*", default=[8, 32])
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow first call)")
+    ap.add_argument("--no-tf32", dest="tf32", action="store_false", help="strict fp32 matmuls/convs on CUDA")
     ap.add_argument("--json", type=Path, help="write the results as JSON here")
     args = ap.parse_args(argv)
     res = run(args)

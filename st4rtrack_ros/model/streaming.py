@@ -31,6 +31,9 @@ class EngineOptions:
     precision: str = "fp32"  # "fp32" | "bf16"
     cuda_graph: bool = False
     compile: bool = False
+    # False = the official pair protocol (anchor re-encoded with every frame): the baseline the cache is measured
+    # against, with the same precision/graph options.
+    cache_anchor: bool = True
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
@@ -73,8 +76,11 @@ class StreamingEngine:
         anchor = anchor.to(self.device)
         if anchor.dim() == 3:
             anchor = anchor[None]
-        with self._autocast():
-            tokens = self._encode(anchor)
+        if self.options.cache_anchor:
+            with self._autocast():
+                tokens = self._encode(anchor)
+        else:
+            tokens = anchor  # pair protocol: keep the image, encode it again with every frame
         if self._anchor_tokens is not None and self._anchor_tokens.shape == tokens.shape:
             self._anchor_tokens.copy_(tokens)  # in place: captured graphs keep reading this buffer
         else:
@@ -91,9 +97,14 @@ class StreamingEngine:
     def _step_eager(self, frames: torch.Tensor) -> PairOutput:
         assert self._anchor_tokens is not None
         grid = self.net.grid_hw(frames)
+        b = frames.shape[0]
         with self._autocast():
-            tokens = self._encode(frames)
-            anchor = self._anchor_tokens.expand(frames.shape[0], -1, -1)
+            if self.options.cache_anchor:
+                tokens = self._encode(frames)
+                anchor = self._anchor_tokens.expand(b, -1, -1)
+            else:
+                both = self._encode(torch.cat((self._anchor_tokens.expand(b, -1, -1, -1), frames)))
+                anchor, tokens = both[:b], both[b:]
             return self._decode_heads(anchor, tokens, grid)
 
     @torch.inference_mode()

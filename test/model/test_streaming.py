@@ -36,6 +36,14 @@ def test_streaming_equals_pair_forward(net):
         assert (single - ref).abs().max() < 1e-5, name
 
 
+def test_pair_protocol_option_gives_the_same_numbers(net):
+    anchor, frames = _images(1, 7), _images(3, 8)
+    cached, pair = StreamingEngine(net), StreamingEngine(net, EngineOptions(cache_anchor=False))
+    cached.set_anchor(anchor)
+    pair.set_anchor(anchor)
+    assert (cached.step(frames).recon_pts - pair.step(frames).recon_pts).abs().max() < 1e-5
+
+
 def test_new_anchor_replaces_the_cache(net):
     a1, a2, f = _images(1, 2), _images(1, 3), _images(1, 4)
     engine = StreamingEngine(net)
