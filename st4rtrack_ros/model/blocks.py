@@ -10,9 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .rope import apply_rope
-
-Rope = tuple[torch.Tensor, torch.Tensor]
+from .rope import Rope, apply_rope
 
 
 class Mlp(nn.Module):
@@ -48,9 +46,8 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: Rope) -> torch.Tensor:
         b, n, c = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        return self.proj(_merge(F.scaled_dot_product_attention(q, k, v)))
+        q, k = apply_rope(qkv[:2], rope).unbind(0)  # q and k rotated together
+        return self.proj(_merge(F.scaled_dot_product_attention(q, k, qkv[2])))
 
 
 class CrossAttention(nn.Module):
@@ -63,8 +60,8 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, mem: torch.Tensor, rope_x: Rope, rope_mem: Rope) -> torch.Tensor:
-        q = apply_rope(_heads(self.projq(x), self.num_heads), *rope_x)
-        k = apply_rope(_heads(self.projk(mem), self.num_heads), *rope_mem)
+        q = apply_rope(_heads(self.projq(x), self.num_heads), rope_x)
+        k = apply_rope(_heads(self.projk(mem), self.num_heads), rope_mem)
         v = _heads(self.projv(mem), self.num_heads)
         return self.proj(_merge(F.scaled_dot_product_attention(q, k, v)))
 

@@ -38,6 +38,13 @@ class PairOutput:
         return sigma2_from_conf(self.recon_conf)
 
 
+def _compute_dtype(device: torch.device, weight: torch.Tensor) -> torch.dtype:
+    """The dtype attention runs in: autocast's when it is on, else the weights'."""
+    if device.type in ("cuda", "cpu") and torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return weight.dtype
+
+
 class PatchEmbed(nn.Module):
     def __init__(self, patch: int, dim: int) -> None:
         super().__init__()
@@ -87,26 +94,41 @@ class St4RTrackNet(nn.Module):
         """(B, 3, H, W) in [-1, 1] → encoder tokens (B, N, enc_dim), after ``enc_norm``."""
         grid = self.grid_hw(img)
         rope = rope_tables(grid, self.config.enc_embed_dim // self.config.enc_num_heads, self.config.rope_freq,
-                           img.device)
+                           img.device, _compute_dtype(img.device, self.patch_embed.proj.weight))
         x = self.patch_embed(img)
         for blk in self.enc_blocks:
             x = blk(x, rope)
         return self.enc_norm(x)
 
     def decode(
-        self, tok1: torch.Tensor, tok2: torch.Tensor, grid_hw: tuple[int, int]
+        self, tok1: torch.Tensor, tok2: torch.Tensor, grid_hw: tuple[int, int],
+        side_stream: torch.cuda.Stream | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Both branches in lockstep; block i of each branch reads both branches' outputs of block i-1.
+
+        With ``side_stream`` (CUDA), branch 2 of each layer runs on it, concurrently with branch 1: at batch 1 one
+        branch's kernels leave most of the GPU idle.
 
         Returns, per branch, [encoder tokens, decoder layer 1, ..., dec_norm(layer d)] — the list the DPT hooks
         index into.
         """
         rope = rope_tables(grid_hw, self.config.dec_embed_dim // self.config.dec_num_heads, self.config.rope_freq,
-                           tok1.device)
+                           tok1.device, _compute_dtype(tok1.device, self.decoder_embed.weight))
         out1, out2 = [tok1], [tok2]
         x1, x2 = self.decoder_embed(tok1), self.decoder_embed(tok2)
+        side = side_stream if tok1.is_cuda else None
         for blk1, blk2 in zip(self.dec_blocks, self.dec_blocks2, strict=True):
-            x1, x2 = blk1(x1, x2, rope), blk2(x2, x1, rope)
+            if side is None:
+                x1, x2 = blk1(x1, x2, rope), blk2(x2, x1, rope)
+            else:  # the branches are independent within a layer: run branch 2 concurrently on a side stream
+                main = torch.cuda.current_stream(tok1.device)
+                side.wait_stream(main)
+                with torch.cuda.stream(side):
+                    y2 = blk2(x2, x1, rope)
+                x1 = blk1(x1, x2, rope)
+                main.wait_stream(side)
+                y2.record_stream(main)  # allocated on the side stream, used on the main one from here on
+                x2 = y2
             out1.append(x1)
             out2.append(x2)
         out1[-1] = self.dec_norm(out1[-1])
@@ -121,8 +143,9 @@ class St4RTrackNet(nn.Module):
             pts2, conf2 = self.downstream_head2([t.float() for t in dec2], grid_hw)
         return PairOutput(track_pts=pts1, track_conf=conf1, recon_pts=pts2, recon_conf=conf2)
 
-    def forward_tokens(self, tok1: torch.Tensor, tok2: torch.Tensor, grid_hw: tuple[int, int]) -> PairOutput:
-        dec1, dec2 = self.decode(tok1, tok2, grid_hw)
+    def forward_tokens(self, tok1: torch.Tensor, tok2: torch.Tensor, grid_hw: tuple[int, int],
+                       side_stream: torch.cuda.Stream | None = None) -> PairOutput:
+        dec1, dec2 = self.decode(tok1, tok2, grid_hw, side_stream)
         return self.heads(dec1, dec2, grid_hw)
 
     # -- the pair forward (the official protocol: both images encoded) ---------------------------------------

@@ -6,7 +6,12 @@ each frame costs one encoder pass, the two decoders and the two heads. Options, 
 - ``precision="bf16"``: bf16 autocast for the encoder and decoders on CUDA (heads always run in fp32);
 - ``cuda_graph=True``: the per-frame step is captured once per batch size and replayed (no Python or launch
   overhead); the anchor cache lives in a static buffer, so a new anchor does not invalidate the graphs;
-- ``compile=True``: ``torch.compile`` of the encoder and decoder+heads.
+- ``compile=True``: ``torch.compile`` of the encoder and decoder+heads;
+- ``bf16_weights=True`` (with bf16): store the encoder and decoder weights in bf16 instead of casting the fp32
+  weights on every step (saves ~3 GB of memory traffic per ViT-L step); the engine then owns the model;
+- ``channels_last_heads=True``: NHWC convolutions in the DPT heads; ``cudnn_benchmark``: let cuDNN time its
+  convolution algorithms once for the fixed input size;
+- ``parallel_decoders=True``: the two decoder branches of each layer run on two CUDA streams.
 
 The forward itself has no host synchronisation (no ``.item()``, no data-dependent branches), which is what lets a
 CUDA graph capture it; a test runs it on the meta device to prove that.
@@ -34,10 +39,24 @@ class EngineOptions:
     # False = the official pair protocol (anchor re-encoded with every frame): the baseline the cache is measured
     # against, with the same precision/graph options.
     cache_anchor: bool = True
+    bf16_weights: bool = False
+    channels_last_heads: bool = False
+    cudnn_benchmark: bool = True
+    parallel_decoders: bool = False
+
+    @classmethod
+    def fastest(cls, device: torch.device | str) -> EngineOptions:
+        """The options measured fastest on the device kind (docs/benchmarks.md); plain fp32 on the CPU."""
+        if torch.device(device).type != "cuda":
+            return cls()
+        return cls(precision="bf16", cuda_graph=True, bf16_weights=True, channels_last_heads=True,
+                   parallel_decoders=True)
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.bf16_weights and self.precision != "bf16":
+            raise ValueError("bf16_weights needs precision='bf16'")
 
 
 class StreamingEngine:
@@ -47,17 +66,41 @@ class StreamingEngine:
         self.net = net.eval()
         self.options = options or EngineOptions()
         self.device = next(net.parameters()).device
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = self.options.cudnn_benchmark
+            if self.options.bf16_weights:
+                for module in (net.patch_embed, net.enc_blocks, net.enc_norm, net.decoder_embed, net.dec_blocks,
+                               net.dec_blocks2, net.dec_norm):
+                    module.to(torch.bfloat16)
+            if self.options.channels_last_heads:
+                net.downstream_head1.to(memory_format=torch.channels_last)
+                net.downstream_head2.to(memory_format=torch.channels_last)
         self._anchor_tokens: torch.Tensor | None = None
         self._graphs: dict[int, _CapturedStep] = {}
         self._graph_failed = False
         self._encode: Callable[[torch.Tensor], torch.Tensor] = net.encode
         self._decode_heads: Callable[..., PairOutput] = net.forward_tokens
+        self._side_stream = (torch.cuda.Stream(self.device) if self.options.parallel_decoders
+                             and self.device.type == "cuda" and not self.options.compile else None)
+        self._compiled = False
         if self.options.compile:
             try:
                 self._encode = torch.compile(net.encode, dynamic=False)
                 self._decode_heads = torch.compile(net.forward_tokens, dynamic=False)
-            except Exception as e:  # torch.compile unavailable (e.g. no compiler): run eagerly
+                self._compiled = True
+            except Exception as e:  # torch.compile unavailable: run eagerly
                 log.warning("torch.compile unavailable, running eagerly: %s", e)
+
+    def _with_compile_fallback(self, fn: Callable[[], object]) -> object:
+        """Compilation happens at the first call; if it fails there, switch to eager for good and retry."""
+        try:
+            return fn()
+        except Exception as e:
+            if not self._compiled:
+                raise
+            log.warning("torch.compile failed at first use, running eagerly: %s", str(e).splitlines()[0])
+            self._encode, self._decode_heads, self._compiled = self.net.encode, self.net.forward_tokens, False
+            return fn()
 
     # -- state ---------------------------------------------------------------------------------------------------
 
@@ -78,7 +121,7 @@ class StreamingEngine:
             anchor = anchor[None]
         if self.options.cache_anchor:
             with self._autocast():
-                tokens = self._encode(anchor)
+                tokens = self._with_compile_fallback(lambda: self._encode(anchor))
         else:
             tokens = anchor  # pair protocol: keep the image, encode it again with every frame
         if self._anchor_tokens is not None and self._anchor_tokens.shape == tokens.shape:
@@ -105,7 +148,7 @@ class StreamingEngine:
             else:
                 both = self._encode(torch.cat((self._anchor_tokens.expand(b, -1, -1, -1), frames)))
                 anchor, tokens = both[:b], both[b:]
-            return self._decode_heads(anchor, tokens, grid)
+            return self._decode_heads(anchor, tokens, grid, self._side_stream)
 
     @torch.inference_mode()
     def step(self, frames: torch.Tensor) -> PairOutput:
@@ -126,9 +169,9 @@ class StreamingEngine:
                 except Exception as e:  # capture unsupported here: keep working eagerly
                     log.warning("CUDA graph capture failed, running eagerly: %s", e)
                     self._graph_failed = True
-                    return self._step_eager(frames)
+                    return self._with_compile_fallback(lambda: self._step_eager(frames))
             return graph.run(frames)
-        return self._step_eager(frames)
+        return self._with_compile_fallback(lambda: self._step_eager(frames))
 
 
 class _CapturedStep:

@@ -89,3 +89,25 @@ def test_graph_and_bf16_options_fall_back_on_cpu(net):
     assert rel < 0.05
     with pytest.raises(ValueError):
         EngineOptions(precision="fp8")
+
+
+def test_compile_failure_falls_back_to_eager(net, monkeypatch):
+    def broken_compile(fn, **_):
+        def run(*a, **k):
+            raise RuntimeError("simulated compiler failure")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    anchor, frames = _images(1, 9), _images(2, 10)
+    eng = StreamingEngine(net, EngineOptions(compile=True))
+    eng.set_anchor(anchor)
+    out = eng.step(frames)
+    with torch.no_grad():
+        ref = net(anchor.expand(2, -1, -1, -1), frames)
+    assert (out.recon_pts - ref.recon_pts).abs().max() < 1e-5
+
+
+def test_fastest_options_are_plain_on_cpu():
+    assert EngineOptions.fastest("cpu") == EngineOptions()
+    fast = EngineOptions.fastest("cuda")
+    assert fast.precision == "bf16" and fast.cuda_graph and fast.parallel_decoders
