@@ -26,7 +26,7 @@ setup(
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
-
+            "st4rtrack-synth = st4rtrack_ros.data.synth_cli:main",
         ],
     },
 )
