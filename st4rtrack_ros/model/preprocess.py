@@ -65,18 +65,24 @@ def plan_mapping(camera_wh: tuple[int, int], model_wh: tuple[int, int], mode: Fi
     return PixelMapping((cw, ch), (mw, mh), (rw, rh), ((rw - mw) // 2, (rh - mh) // 2))
 
 
-def fit_image(rgb: np.ndarray, mapping: PixelMapping) -> np.ndarray:
-    """Resize then crop/pad an (H, W, 3) uint8 image to the model size (padding is mid-grey)."""
-    if rgb.shape[1::-1] != mapping.camera_wh:
-        raise ValueError(f"image is {rgb.shape[1]}×{rgb.shape[0]}, mapping expects {mapping.camera_wh}")
+def fit_image(img: np.ndarray, mapping: PixelMapping, interpolation: int | None = None, pad_value: float = 127
+              ) -> np.ndarray:
+    """Resize then crop/pad an (H, W[, C]) image to the model size.
+
+    Colour images use area/linear resampling and mid-grey padding; pass ``cv2.INTER_NEAREST`` and ``pad_value=0``
+    for maps that must not be blended (ground-truth depth, masks).
+    """
+    if img.shape[1::-1] != mapping.camera_wh:
+        raise ValueError(f"image is {img.shape[1]}×{img.shape[0]}, mapping expects {mapping.camera_wh}")
     rw, rh = mapping.resized_wh
-    interp = cv2.INTER_AREA if rw < rgb.shape[1] else cv2.INTER_LINEAR
-    resized = cv2.resize(rgb, (rw, rh), interpolation=interp)
+    if interpolation is None:
+        interpolation = cv2.INTER_AREA if rw < img.shape[1] else cv2.INTER_LINEAR
+    resized = cv2.resize(img, (rw, rh), interpolation=interpolation)
     mw, mh = mapping.model_wh
     ox, oy = mapping.offset_xy
     if ox >= 0 and oy >= 0:
         return np.ascontiguousarray(resized[oy:oy + mh, ox:ox + mw])
-    out = np.full((mh, mw, rgb.shape[2]), 127, dtype=rgb.dtype)
+    out = np.full((mh, mw, *img.shape[2:]), pad_value, dtype=img.dtype)
     out[-oy:-oy + rh, -ox:-ox + rw] = resized
     return out
 

@@ -1,0 +1,188 @@
+"""Run the tracker over a bag in stream order and collect what the metrics need.
+
+Until the online tracker (sliding window, re-anchoring) lands, the first frame is the anchor of the whole run, as
+in the WorldTrack protocol (world = camera of frame 0, first 64 frames). Each frame costs one streaming-engine
+step plus the PnP pose from its reconstruction pointmap — the same per-frame work the node does — and its
+latency is timed end to end (preprocessing included).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from st4rtrack_ros.data.bag_io import BagFrame
+from st4rtrack_ros.geometry.intrinsics import intrinsics_from_pointmap
+from st4rtrack_ros.geometry.pose import PoseConfig, estimate_poses
+from st4rtrack_ros.geometry.projection import world_to_camera
+from st4rtrack_ros.geometry.sampling import sample_map
+from st4rtrack_ros.model.preprocess import FitMode, PixelMapping, fit_image, plan_mapping, to_tensor
+from st4rtrack_ros.model.streaming import StreamingEngine
+
+
+@dataclass
+class RunConfig:
+    max_frames: int = 64  # the protocol's first 64 frames (0 = all)
+    fit: FitMode = "crop"
+    max_queries: int = 2048  # GT query tracks scored (sub-sampled deterministically beyond this)
+    keep_cloud_every: int = 8  # keep every k-th frame's coloured reconstruction for the report picture
+    progress_every: int = 16  # progress line on stderr every k frames (0 = quiet)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+
+
+@dataclass
+class RunResult:
+    """Predictions (model units, world = anchor camera, OpenCV axes) and the matching ground truth (metres)."""
+
+    stamps_ns: np.ndarray  # (T,)
+    latency_s: np.ndarray  # (T,)
+    wall_s: float
+    k_model: np.ndarray  # (3, 3) the window's K in model pixels
+    k_source: str  # "camera_info" or "weiszfeld"
+    pred_poses: np.ndarray  # (T, 4, 4) world ← camera
+    pose_ok: np.ndarray  # (T,) PnP success
+    pred_depth: list[np.ndarray]  # T × (h, w) z of the reconstruction in its own camera
+    gt_depth: list[np.ndarray | None]  # T × (h, w) metres at model resolution, 0 invalid
+    gt_poses: np.ndarray | None  # (T, 4, 4) world ← camera, or None
+    query_ids: np.ndarray  # (N,)
+    query_uv: np.ndarray  # (N, 2) model pixels of the queries in the anchor
+    pred_tracks: np.ndarray  # (T, N, 3)
+    track_conf: np.ndarray  # (T, N)
+    gt_tracks: np.ndarray | None  # (T, N, 3) world, metres
+    gt_visible: np.ndarray | None  # (T, N)
+    gt_dynamic: np.ndarray | None  # (N,)
+    clouds: list[tuple[np.ndarray, np.ndarray]]  # [(points (M, 3) world, colours (M, 3) uint8)]
+    mapping: PixelMapping
+    missing: list[str]
+
+
+def _query_pixels(frame: BagFrame, mapping: PixelMapping, max_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """GT tracks visible in the anchor, projected into model pixels (inside the model image)."""
+    tr = frame.gt_tracks
+    if tr is None or frame.gt_pose is None or frame.k is None:
+        return np.zeros(0, np.uint32), np.zeros((0, 2))
+    cam = (np.linalg.inv(frame.gt_pose) @ np.c_[tr.xyz, np.ones(len(tr.xyz))].T).T[:, :3]
+    ok = tr.visible & (cam[:, 2] > 1e-6)
+    uv_cam = (frame.k @ cam[ok].T).T
+    uv_cam = uv_cam[:, :2] / uv_cam[:, 2:]
+    uv = mapping.camera_to_model(uv_cam)
+    w, h = mapping.model_wh
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] <= w - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= h - 1)
+    ids, uv = tr.ids[ok][inside], uv[inside]
+    if len(ids) > max_queries:
+        keep = np.linspace(0, len(ids) - 1, max_queries).round().astype(int)
+        ids, uv = ids[keep], uv[keep]
+    return ids, uv
+
+
+def _gt_rows(frame: BagFrame, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """This frame's GT positions/visibility for the query ids (NaN where absent)."""
+    xyz = np.full((len(ids), 3), np.nan)
+    vis = np.zeros(len(ids), bool)
+    dyn = None
+    tr = frame.gt_tracks
+    if tr is not None and len(ids):
+        order = {int(i): n for n, i in enumerate(tr.ids)}
+        rows = np.array([order.get(int(i), -1) for i in ids])
+        have = rows >= 0
+        xyz[have] = tr.xyz[rows[have]]
+        vis[have] = tr.visible[rows[have]]
+        if tr.dynamic is not None:
+            dyn = np.zeros(len(ids), bool)
+            dyn[have] = tr.dynamic[rows[have]]
+    return xyz, vis, dyn
+
+
+def run_frames(frames: Iterable[BagFrame], engine: StreamingEngine, cfg: RunConfig | None = None) -> RunResult:
+    """Stream frames through the engine with the first frame as anchor; collect predictions and GT."""
+    cfg = cfg or RunConfig()
+    net_wh = engine.net.config.img_size
+    dev = engine.device
+    stamps, lat, poses, ok, pdepth, gdepth, gposes = [], [], [], [], [], [], []
+    tracks, tconf, gtr, gvis, clouds = [], [], [], [], []
+    dyn: np.ndarray | None = None
+    missing: set[str] = set()
+    k_model = k_t = mapping = None
+    k_source = ""
+    query_ids = np.zeros(0, np.uint32)
+    query_uv = np.zeros((0, 2))
+    t_start = time.perf_counter()
+    for i, frame in enumerate(frames):
+        if cfg.max_frames and i >= cfg.max_frames:
+            break
+        t0 = time.perf_counter()
+        if mapping is None:
+            mapping = plan_mapping((frame.width, frame.height), net_wh, cfg.fit)
+        rgb = fit_image(frame.image, mapping)
+        x = to_tensor(rgb)[None].to(dev)
+        if i == 0:
+            engine.set_anchor(x)
+        out = engine.step(x)
+        if k_t is None:  # one K per window: CameraInfo when the bag has it, else from head 1 of (I0, I0)
+            if frame.k is not None:
+                k_model, k_source = mapping.intrinsics_to_model(frame.k), "camera_info"
+                k_t = torch.as_tensor(k_model, dtype=torch.float32, device=dev)
+            else:
+                k_t, k_source = intrinsics_from_pointmap(out.track_pts), "weiszfeld"
+                k_model = k_t.double().cpu().numpy()
+        est = estimate_poses(out.recon_pts, out.recon_conf, k_t, cfg.pose)
+        depth = world_to_camera(out.recon_pts, est.t_world_cam)[..., 2]
+        if i == 0:
+            query_ids, query_uv = _query_pixels(frame, mapping, cfg.max_queries)
+        uv = torch.as_tensor(query_uv, dtype=torch.float32, device=dev)[None]
+        trk = sample_map(out.track_pts, uv)[0] if len(query_uv) else torch.zeros(0, 3)
+        trk_conf = sample_map(out.track_conf, uv)[0] if len(query_uv) else torch.zeros(0)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        lat.append(time.perf_counter() - t0)
+
+        stamps.append(frame.stamp_ns)
+        poses.append(est.t_world_cam[0].double().cpu().numpy())
+        ok.append(bool(est.success[0]))
+        pdepth.append(depth[0].float().cpu().numpy())
+        tracks.append(trk.double().cpu().numpy())
+        tconf.append(trk_conf.double().cpu().numpy())
+        if frame.gt_depth is not None:
+            gdepth.append(fit_image(frame.gt_depth.astype(np.float32), mapping, cv2.INTER_NEAREST, 0.0))
+        else:
+            gdepth.append(None)
+            missing.add("depth")
+        if frame.gt_pose is not None:
+            gposes.append(frame.gt_pose)
+        else:
+            missing.add("camera_pose")
+        if frame.gt_tracks is None:
+            missing.add("tracks")
+        xyz, vis, d = _gt_rows(frame, query_ids)
+        gtr.append(xyz)
+        gvis.append(vis)
+        if i == 0:
+            dyn = d
+        if cfg.keep_cloud_every and i % cfg.keep_cloud_every == 0:
+            conf = out.recon_conf[0]
+            keep = (conf > conf.median()).cpu().numpy().ravel()
+            pts = out.recon_pts[0].reshape(-1, 3).float().cpu().numpy()[keep]
+            clouds.append((pts, rgb.reshape(-1, 3)[keep]))
+        if cfg.progress_every and (i + 1) % cfg.progress_every == 0:
+            print(f"[eval] frame {i + 1}: latency p50 {1e3 * float(np.median(lat)):.1f} ms", file=sys.stderr,
+                  flush=True)
+    if not stamps:
+        raise ValueError("the bag holds no camera frames")
+    assert mapping is not None and k_model is not None
+    have_tracks = "tracks" not in missing and len(query_ids) > 0
+    if "tracks" not in missing and len(query_ids) == 0:
+        missing.add("tracks")  # GT tracks exist but none is visible inside the anchor's model view
+    return RunResult(
+        stamps_ns=np.array(stamps), latency_s=np.array(lat), wall_s=time.perf_counter() - t_start,
+        k_model=k_model, k_source=k_source, pred_poses=np.stack(poses), pose_ok=np.array(ok), pred_depth=pdepth,
+        gt_depth=gdepth, gt_poses=np.stack(gposes) if "camera_pose" not in missing else None,
+        query_ids=query_ids, query_uv=query_uv, pred_tracks=np.stack(tracks), track_conf=np.stack(tconf),
+        gt_tracks=np.stack(gtr) if have_tracks else None, gt_visible=np.stack(gvis) if have_tracks else None,
+        gt_dynamic=dyn if have_tracks else None, clouds=clouds, mapping=mapping, missing=sorted(missing),
+    )
