@@ -1,0 +1,335 @@
+"""OnlineTracker: St4RTrack+ on a camera stream, in a sliding window anchored to one persistent world frame.
+
+Per frame: preprocess → streaming engine against the current anchor → pose of the frame by PnP on its
+reconstruction pointmap (head 2) → 3D track positions from the tracking pointmap (head 1) at the anchor's query
+pixels, with visibility from the occlusion depth test → the frame's confidence-filtered reconstruction in the world
+frame, and every few frames the accumulated map.
+
+World frame: the first anchor's camera (OpenCV axes), in metres when the first frame has an aligned depth image or a
+scale is configured, else in model units. When the window is full or too few tracks stay visible, the current frame
+becomes the anchor; the new window's frame is tied to the old one by a robust Sim(3) between the two
+reconstructions of that shared frame, so outputs stay in one world frame without jumps. Track ids carry over by
+reprojection + 3D distance. Memory is bounded by the window, the track table and the map budget.
+
+The node, ``st4rtrack-eval`` and the demo all drive this object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from st4rtrack_ros.geometry.intrinsics import intrinsics_from_pointmap
+from st4rtrack_ros.geometry.occlusion import occlusion_mask, recon_depth, reproject_tracks
+from st4rtrack_ros.geometry.pose import PoseConfig, estimate_poses
+from st4rtrack_ros.geometry.sampling import sample_map
+from st4rtrack_ros.geometry.similarity import Sim3, compose, inverse, robust_umeyama
+from st4rtrack_ros.model.network import PairOutput
+from st4rtrack_ros.model.preprocess import FitMode, PixelMapping, fit_image, plan_mapping, to_tensor
+from st4rtrack_ros.model.streaming import StreamingEngine
+from st4rtrack_ros.model.uncertainty import sigma2_from_conf
+from st4rtrack_ros.tracking.pointmap import MapAccumulator
+from st4rtrack_ros.tracking.queries import QueryMode, select_queries
+from st4rtrack_ros.tracking.tracks import TrackTable, fill_queries
+from st4rtrack_ros.tracking.types import FrameInput, StepResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrackerConfig:
+    """Tracker parameters (the ``tracking`` section of config/tracker.yaml)."""
+
+    fit: FitMode = "crop"
+    window_size: int = 16  # frames per anchor before re-anchoring
+    min_visible_fraction: float = 0.3  # re-anchor earlier when fewer tracks than this pass the depth test
+    num_queries: int = 256
+    query_mode: QueryMode = "grid"
+    max_unseen: int = 10  # a track invisible this many frames in a row ends
+    history_len: int = 30
+    match_rel_dist: float = 0.05  # a track continues on a new anchor if the surface there is this close (× depth)
+    dynamic_rel: float = 0.03  # a track is dynamic once it moved this much (relative to median depth)
+    occlusion_tau: float = 0.05  # relative depth tolerance of the visibility test
+    cloud_quantile: float = 0.5  # keep reconstruction pixels above this confidence quantile
+    cloud_max_points: int = 20_000
+    map_every: int = 5  # frames between map updates (0 = no map)
+    map_voxel: float = 0.02  # world units
+    map_max_points: int = 200_000
+    map_radius: float = 10.0  # world units around the camera
+    use_depth_scale: bool = True  # metric world from the first frame's aligned depth image, when there is one
+    metric_scale: float = 0.0  # > 0: world units per model unit (known scale without depth)
+    chain_points: int = 4000  # pixels used for the Sim(3) between windows
+    pose: PoseConfig = field(default_factory=PoseConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrackerConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown tracking parameters {sorted(unknown)}")
+        kw = dict(d)
+        if isinstance(kw.get("pose"), dict):
+            kw["pose"] = PoseConfig(**kw["pose"])
+        return cls(**kw)
+
+
+@dataclass
+class _Window:
+    """The current anchor: world ← anchor similarity, and what the anchor saw."""
+
+    index: int
+    world_from_anchor: Sim3
+    frames: int = 0  # frames processed against this anchor
+
+
+class OnlineTracker:
+    def __init__(self, engine: StreamingEngine, config: TrackerConfig | None = None) -> None:
+        self.engine = engine
+        self.config = config or TrackerConfig()
+        self.device = engine.device
+        self.inference_lock = threading.Lock()  # held around network calls; weight swaps take it too
+        self.tracks = TrackTable(self.config.history_len, self.config.max_unseen)
+        self.map = MapAccumulator(self.config.map_voxel, self.config.map_max_points, self.config.map_radius)
+        self.weights_version = 0
+        self.resets = 0
+        self._clear()
+
+    def _clear(self) -> None:
+        self.engine.reset()
+        self.tracks.reset()
+        self.map.reset()
+        self._window: _Window | None = None
+        self._mapping: PixelMapping | None = None
+        self._k: torch.Tensor | None = None
+        self._last_stamp: int | None = None
+        self._last_pose = np.eye(4)
+        self._frame_index = 0
+        self._metric = False
+        self._median_depth = 1.0
+
+    def reset(self, reason: str = "requested") -> None:
+        """Forget the world frame, tracks and map; the next frame starts a new world."""
+        log.info("tracker reset: %s", reason)
+        self.resets += 1
+        self._clear()
+
+    @property
+    def window(self) -> _Window | None:
+        return self._window
+
+    @property
+    def k_model(self) -> torch.Tensor | None:
+        return self._k
+
+    @property
+    def mapping(self) -> PixelMapping | None:
+        return self._mapping
+
+    # -- helpers ---------------------------------------------------------------------------------------------------
+
+    def _infer(self, x: torch.Tensor, new_anchor: bool = False) -> PairOutput:
+        with self.inference_lock:
+            if new_anchor:
+                self.engine.set_anchor(x)
+            return self.engine.step(x)
+
+    @staticmethod
+    def _check(frame: FrameInput) -> None:
+        rgb = frame.rgb
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {getattr(rgb, 'dtype', type(rgb))} "
+                             f"{getattr(rgb, 'shape', '')}")
+        if rgb.shape[0] < 16 or rgb.shape[1] < 16:
+            raise ValueError(f"image {rgb.shape[1]}×{rgb.shape[0]} is too small")
+        if frame.k is not None and (np.shape(frame.k) != (3, 3) or not np.all(np.isfinite(frame.k))
+                                    or frame.k[0, 0] <= 0 or frame.k[1, 1] <= 0):
+            raise ValueError("camera intrinsics must be a finite 3×3 matrix with positive focal lengths")
+        if frame.depth is not None and np.shape(frame.depth) != rgb.shape[:2]:
+            raise ValueError(f"depth image {np.shape(frame.depth)} is not aligned with the {rgb.shape[:2]} image")
+
+    def _world_points(self, pts: torch.Tensor) -> np.ndarray:
+        assert self._window is not None
+        return self._world_points_with(self._window.world_from_anchor, pts)
+
+    @staticmethod
+    def _world_points_with(world_from_anchor: Sim3, pts: torch.Tensor) -> np.ndarray:
+        return world_from_anchor.apply(pts.detach().double().cpu().numpy())
+
+    # -- the window ------------------------------------------------------------------------------------------------
+
+    def _start_window(self, x: torch.Tensor, rgb: np.ndarray, frame: FrameInput, prev: PairOutput | None
+                      ) -> PairOutput:
+        """Make this frame the anchor; chain it to the previous window (or found the world on the first)."""
+        cfg = self.config
+        own = self._infer(x, new_anchor=True)  # (I_c, I_c): head 1 = the anchor's own pointmap
+        if self._k is None:
+            if frame.k is not None:
+                assert self._mapping is not None
+                self._k = torch.as_tensor(self._mapping.intrinsics_to_model(frame.k), dtype=torch.float32,
+                                          device=self.device)
+            else:
+                self._k = intrinsics_from_pointmap(own.track_pts)
+        depth_own = own.track_pts[0, ..., 2]
+        if prev is None or self._window is None:
+            scale = 1.0
+            if cfg.metric_scale > 0:
+                scale, self._metric = cfg.metric_scale, True
+            elif cfg.use_depth_scale and frame.depth is not None:
+                assert self._mapping is not None
+                gt = torch.as_tensor(fit_image(frame.depth.astype(np.float32), self._mapping, 0, 0.0),
+                                     device=self.device)  # nearest-neighbour resampling (cv2.INTER_NEAREST = 0)
+                ok = (gt > 0) & torch.isfinite(gt) & (depth_own > 1e-6)
+                if int(ok.sum()) > 100:
+                    scale, self._metric = float((gt[ok] / depth_own[ok]).median()), True
+            world = Sim3(scale, np.eye(3), np.zeros(3))
+            self._median_depth = float(depth_own.median()) * scale
+            self.tracks.dynamic_threshold = cfg.dynamic_rel * self._median_depth
+        else:
+            # The shared frame seen by both windows: head 2 of (old anchor, c) vs head 1 of (c, c).
+            conf = torch.minimum(prev.recon_conf[0], own.track_conf[0]).reshape(-1)
+            n = min(cfg.chain_points, conf.numel())
+            idx = torch.topk(conf, n).indices
+            src = own.track_pts[0].reshape(-1, 3)[idx].double().cpu().numpy()
+            dst = prev.recon_pts[0].reshape(-1, 3)[idx].double().cpu().numpy()
+            world = compose(self._window.world_from_anchor, robust_umeyama(src, dst))
+        old_window = self._window
+        self._window = _Window(index=self._frame_index, world_from_anchor=world)
+
+        # Queries on the new anchor: living tracks that reproject onto the surface the anchor sees there continue
+        # (same ids); fresh grid/corner queries fill the rest of the image.
+        k = self._k.double().cpu().numpy()
+        h, w = rgb.shape[:2]
+        kept_uv, inherit = np.zeros((0, 2)), np.zeros(0, np.int64)
+        if old_window is not None and len(self.tracks):
+            in_anchor = inverse(world).apply(self.tracks.positions)
+            z = in_anchor[:, 2]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                proj = (in_anchor @ k.T)[:, :2] / z[:, None]
+            ok = self.tracks.visible & (z > 1e-6) & np.isfinite(proj).all(1)
+            ok &= (proj[:, 0] >= 0) & (proj[:, 0] <= w - 1) & (proj[:, 1] >= 0) & (proj[:, 1] <= h - 1)
+            rows = np.flatnonzero(ok)
+            if len(rows):
+                uv_t = torch.as_tensor(proj[rows], dtype=torch.float32, device=self.device)[None]
+                seen = self._world_points_with(world, sample_map(own.track_pts, uv_t)[0])
+                near = np.linalg.norm(seen - self.tracks.positions[rows], axis=1) <= cfg.match_rel_dist * \
+                    self._median_depth
+                kept_uv, inherit = proj[rows[near]], rows[near]
+        spacing = 0.5 * np.sqrt(h * w / max(cfg.num_queries, 1))
+        fresh = fill_queries(kept_uv, select_queries(rgb, cfg.num_queries, cfg.query_mode), cfg.num_queries, spacing)
+        uv = np.concatenate((kept_uv, fresh))
+        inherit = np.concatenate((inherit, np.full(len(fresh), -1)))
+        uv_t = torch.as_tensor(uv, dtype=torch.float32, device=self.device)[None]
+        new_world = self._world_points(sample_map(own.track_pts, uv_t)[0])
+        self.tracks.restart(uv, new_world, self._frame_index, inherit)
+        return own
+
+    # -- per frame -------------------------------------------------------------------------------------------------
+
+    def step(self, frame: FrameInput) -> StepResult:
+        """Process one frame; raises ValueError on bad input (the tracker state is left untouched)."""
+        self._check(frame)
+        cfg = self.config
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        h, w = frame.rgb.shape[:2]
+        if self._last_stamp is not None and frame.stamp_ns < self._last_stamp:
+            self.reset("time jumped backwards (looping bag?)")
+        if self._mapping is not None and self._mapping.camera_wh != (w, h):
+            self.reset(f"image size changed to {w}×{h}")
+        if self._mapping is None:
+            self._mapping = plan_mapping((w, h), self.engine.net.config.img_size, cfg.fit)
+        rgb = fit_image(frame.rgb, self._mapping)
+        x = to_tensor(rgb)[None].to(self.device)
+        timings["preprocess"] = (time.perf_counter() - t0) * 1e3
+
+        t = time.perf_counter()
+        reanchored = False
+        if self._window is None:
+            out = self._start_window(x, rgb, frame, None)
+            reanchored = True
+        else:
+            out = self._infer(x)
+        timings["network"] = (time.perf_counter() - t) * 1e3
+        assert self._window is not None and self._k is not None
+
+        t = time.perf_counter()
+        if self._window.frames == 0:  # the anchor itself: identity pose in its own frame
+            t_anchor_cam = torch.eye(4, device=self.device)[None]
+            pose_ok = True
+        else:
+            est = estimate_poses(out.recon_pts, out.recon_conf, self._k, cfg.pose)
+            t_anchor_cam, pose_ok = est.t_world_cam.float(), bool(est.success[0])
+        timings["pose"] = (time.perf_counter() - t) * 1e3
+
+        t = time.perf_counter()
+        uv_q = torch.as_tensor(self.tracks.query_uv, dtype=torch.float32, device=self.device)[None]
+        trk = sample_map(out.track_pts, uv_q)  # (1, N, 3) anchor frame
+        conf = sample_map(out.track_conf, uv_q)[0]
+        rep = reproject_tracks(trk, t_anchor_cam, self._k)
+        if self._window.frames == 0:  # queries were sampled on this very image
+            visible = np.ones(len(self.tracks), bool)
+        elif pose_ok:
+            z_rec = recon_depth(out.recon_pts, t_anchor_cam)
+            visible = occlusion_mask(rep.z, rep.uv, z_rec, cfg.occlusion_tau)[0].cpu().numpy()
+        else:  # no pose, no depth test: keep the last decision rather than declaring every track lost
+            visible = self.tracks.visible
+        sigma2 = sigma2_from_conf(conf).cpu().numpy()
+        self.tracks.update(self._world_points(trk[0]), visible, conf.cpu().numpy(), sigma2)
+        timings["tracks"] = (time.perf_counter() - t) * 1e3
+
+        world = self._window.world_from_anchor
+        if pose_ok:
+            t_ac = t_anchor_cam[0].double().cpu().numpy()
+            pose = np.eye(4)
+            pose[:3, :3] = world.rotation @ t_ac[:3, :3]
+            pose[:3, 3] = world.apply(t_ac[:3, 3])
+            self._last_pose = pose
+        pose = self._last_pose.copy()
+
+        t = time.perf_counter()
+        rc = out.recon_conf[0].reshape(-1)
+        keep = torch.isfinite(out.recon_pts[0].reshape(-1, 3)).all(1) & (rc >= torch.quantile(rc, cfg.cloud_quantile))
+        idx = torch.nonzero(keep).squeeze(1)
+        if idx.numel() > cfg.cloud_max_points:
+            idx = idx[torch.linspace(0, idx.numel() - 1, cfg.cloud_max_points, device=idx.device).long()]
+        points = self._world_points(out.recon_pts[0].reshape(-1, 3)[idx]).astype(np.float32)
+        idx_np = idx.cpu().numpy()
+        colors = rgb.reshape(-1, 3)[idx_np]
+        pconf = rc[idx].float().cpu().numpy()
+        timings["cloud"] = (time.perf_counter() - t) * 1e3
+
+        t = time.perf_counter()
+        map_pts = map_cols = None
+        if cfg.map_every and self._frame_index % cfg.map_every == 0:
+            self.map.add(points, colors, pose[:3, 3])
+            map_pts, map_cols = self.map.points, self.map.colors
+        timings["map"] = (time.perf_counter() - t) * 1e3
+
+        self._window.frames += 1
+        t = time.perf_counter()
+        n = max(len(self.tracks), 1)
+        if not reanchored and (self._window.frames >= cfg.window_size
+                               or float(self.tracks.visible.sum()) / n < cfg.min_visible_fraction):
+            self._start_window(x, rgb, frame, out)
+            self._window.frames = 1  # this frame is the new anchor's first
+            reanchored = True
+        timings["reanchor"] = (time.perf_counter() - t) * 1e3
+
+        result = StepResult(
+            stamp_ns=frame.stamp_ns, frame_index=self._frame_index, pose_world_cam=pose, pose_ok=pose_ok,
+            k_model=self._k.double().cpu().numpy(), points=points, colors=colors, point_confidence=pconf,
+            tracks=self.tracks.snapshot(self._frame_index), map_points=map_pts, map_colors=map_cols,
+            reanchored=reanchored, anchor_index=self._window.index, metric_scale=self._metric,
+            weights_version=self.weights_version, timings_ms=timings,
+        )
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        self._last_stamp = frame.stamp_ns
+        self._frame_index += 1
+        return result
