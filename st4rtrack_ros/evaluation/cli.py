@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -11,10 +12,11 @@ import torch
 from st4rtrack_ros.data.bag_format import Topics
 from st4rtrack_ros.data.bag_io import BenchmarkBagReader
 from st4rtrack_ros.evaluation.report import compute_metrics, write_report
-from st4rtrack_ros.evaluation.runner import RunConfig, run_frames
+from st4rtrack_ros.evaluation.runner import RunConfig, protocol_config, run_frames
 from st4rtrack_ros.model.checkpoint import CheckpointError, load_checkpoint
 from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
 from st4rtrack_ros.settings import SettingsError, default_checkpoint, load_section
+from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     ap.add_argument("--frames", type=int, default=None, help="frames to evaluate (default 64, 0 = all)")
     ap.add_argument("--image-topic", default=None, help="camera topic (default: the bag-format topic)")
+    ap.add_argument("--mode", choices=("protocol", "online"), default=None,
+                    help="protocol: frame 0 anchors the whole run (WorldTrack); online: the tracker's sliding window")
     return ap
 
 
@@ -34,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         section = load_section(args.config, "evaluation") if args.config else {}
         model_section = load_section(args.config, "model") if args.config else {}
-    except SettingsError as e:
+        tracker_cfg = TrackerConfig.from_dict(load_section(args.config, "tracking") if args.config else {})
+    except (SettingsError, ValueError, TypeError) as e:
         print(f"st4rtrack-eval: {e}", file=sys.stderr)
         return 2
     device = torch.device(args.device or model_section.get("device") or
@@ -47,17 +52,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"st4rtrack-eval: {e}", file=sys.stderr)
         return 2
     cfg = RunConfig(max_frames=args.frames if args.frames is not None else int(section.get("max_frames", 64)),
-                    fit=model_section.get("fit", "crop"))
+                    mode=args.mode or section.get("mode", "protocol"))
+    tracker_cfg = dataclasses.replace(tracker_cfg, fit=model_section.get("fit", tracker_cfg.fit))
+    if cfg.mode == "protocol":
+        tracker_cfg = protocol_config(tracker_cfg)
     topics = Topics(image=args.image_topic) if args.image_topic else None
-    engine = StreamingEngine(net, EngineOptions.fastest(device))
+    tracker = OnlineTracker(StreamingEngine(net, EngineOptions.fastest(device)), tracker_cfg)
     with BenchmarkBagReader(args.bag, topics=topics) as reader:
-        print(f"[eval] {args.bag} ({reader.image_topic}) with {ckpt} on {device}", file=sys.stderr, flush=True)
-        run = run_frames(reader.frames(), engine, cfg)
+        print(f"[eval] {args.bag} ({reader.image_topic}) with {ckpt} on {device}, mode {cfg.mode}", file=sys.stderr,
+              flush=True)
+        run = run_frames(reader.frames(), tracker, cfg)
     metrics = compute_metrics(run)
     meta = {"bag": str(args.bag), "checkpoint": str(ckpt), "device": str(device),
             "model": f"{net.config.img_size[0]}×{net.config.img_size[1]}, enc {net.config.enc_depth}×"
                      f"{net.config.enc_embed_dim}, dec {net.config.dec_depth}×{net.config.dec_embed_dim}",
-            "anchor": "fixed: frame 0 (protocol)"}
+            "mode": cfg.mode, "anchor": "fixed: frame 0" if cfg.mode == "protocol" else
+            f"sliding window of {tracker_cfg.window_size} frames"}
     report = write_report(run, metrics, args.out, meta)
     print(f"[eval] report: {report}", file=sys.stderr)
     return 0

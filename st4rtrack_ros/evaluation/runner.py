@@ -1,39 +1,40 @@
-"""Run the tracker over a bag in stream order and collect what the metrics need.
+"""Run the online tracker over a bag in stream order and collect what the metrics need.
 
-Until the online tracker (sliding window, re-anchoring) lands, the first frame is the anchor of the whole run, as
-in the WorldTrack protocol (world = camera of frame 0, first 64 frames). Each frame costs one streaming-engine
-step plus the PnP pose from its reconstruction pointmap — the same per-frame work the node does — and its
-latency is timed end to end (preprocessing included).
+The same ``OnlineTracker`` the node runs. Two modes: ``protocol`` (the WorldTrack protocol: frame 0 anchors the whole
+run, no re-anchoring, queries = ground-truth points visible in frame 0) and ``online`` (the tracker's own sliding
+window and re-anchoring; the ground-truth queries are tracked through the window chain, a track that ends holds its
+last position). Latency is timed per frame around ``tracker.step`` (preprocessing included).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
 from st4rtrack_ros.data.bag_io import BagFrame
-from st4rtrack_ros.geometry.intrinsics import intrinsics_from_pointmap
-from st4rtrack_ros.geometry.pose import PoseConfig, estimate_poses
-from st4rtrack_ros.geometry.projection import world_to_camera
-from st4rtrack_ros.geometry.sampling import sample_map
-from st4rtrack_ros.model.preprocess import FitMode, PixelMapping, fit_image, plan_mapping, to_tensor
-from st4rtrack_ros.model.streaming import StreamingEngine
+from st4rtrack_ros.model.preprocess import PixelMapping, fit_image, plan_mapping
+from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
+from st4rtrack_ros.tracking.types import FrameInput
 
 
 @dataclass
 class RunConfig:
     max_frames: int = 64  # the protocol's first 64 frames (0 = all)
-    fit: FitMode = "crop"
+    mode: str = "protocol"  # "protocol" (fixed anchor) | "online" (the tracker's sliding window)
     max_queries: int = 2048  # GT query tracks scored (sub-sampled deterministically beyond this)
     keep_cloud_every: int = 8  # keep every k-th frame's coloured reconstruction for the report picture
     progress_every: int = 16  # progress line on stderr every k frames (0 = quiet)
-    pose: PoseConfig = field(default_factory=PoseConfig)
+
+
+def protocol_config(base: TrackerConfig) -> TrackerConfig:
+    """The tracker with one anchor for the whole run and no track ever ending: the WorldTrack protocol."""
+    return dataclasses.replace(base, window_size=10**9, min_visible_fraction=0.0, max_unseen=10**9, map_every=0)
 
 
 @dataclass
@@ -99,16 +100,18 @@ def _gt_rows(frame: BagFrame, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return xyz, vis, dyn
 
 
-def run_frames(frames: Iterable[BagFrame], engine: StreamingEngine, cfg: RunConfig | None = None) -> RunResult:
-    """Stream frames through the engine with the first frame as anchor; collect predictions and GT."""
+def run_frames(frames: Iterable[BagFrame], tracker: OnlineTracker, cfg: RunConfig | None = None) -> RunResult:
+    """Stream frames through the tracker; collect predictions and the matching ground truth."""
     cfg = cfg or RunConfig()
-    net_wh = engine.net.config.img_size
-    dev = engine.device
-    stamps, lat, poses, ok, pdepth, gdepth, gposes = [], [], [], [], [], [], []
-    tracks, tconf, gtr, gvis, clouds = [], [], [], [], []
+    if cfg.mode not in ("protocol", "online"):
+        raise ValueError(f"mode must be 'protocol' or 'online', got {cfg.mode!r}")
+    stamps, lat, poses, ok, pdepth, gdepth, gposes, gtr, gvis, clouds = [], [], [], [], [], [], [], [], [], []
+    tracks: list[np.ndarray] = []
+    tconf: list[np.ndarray] = []
     dyn: np.ndarray | None = None
     missing: set[str] = set()
-    k_model = k_t = mapping = None
+    mapping: PixelMapping | None = None
+    k_model = np.eye(3)
     k_source = ""
     query_ids = np.zeros(0, np.uint32)
     query_uv = np.zeros((0, 2))
@@ -116,38 +119,28 @@ def run_frames(frames: Iterable[BagFrame], engine: StreamingEngine, cfg: RunConf
     for i, frame in enumerate(frames):
         if cfg.max_frames and i >= cfg.max_frames:
             break
-        t0 = time.perf_counter()
         if mapping is None:
-            mapping = plan_mapping((frame.width, frame.height), net_wh, cfg.fit)
-        rgb = fit_image(frame.image, mapping)
-        x = to_tensor(rgb)[None].to(dev)
-        if i == 0:
-            engine.set_anchor(x)
-        out = engine.step(x)
-        if k_t is None:  # one K per window: CameraInfo when the bag has it, else from head 1 of (I0, I0)
-            if frame.k is not None:
-                k_model, k_source = mapping.intrinsics_to_model(frame.k), "camera_info"
-                k_t = torch.as_tensor(k_model, dtype=torch.float32, device=dev)
-            else:
-                k_t, k_source = intrinsics_from_pointmap(out.track_pts), "weiszfeld"
-                k_model = k_t.double().cpu().numpy()
-        est = estimate_poses(out.recon_pts, out.recon_conf, k_t, cfg.pose)
-        depth = world_to_camera(out.recon_pts, est.t_world_cam)[..., 2]
-        if i == 0:
+            mapping = plan_mapping((frame.width, frame.height), tracker.engine.net.config.img_size,
+                                   tracker.config.fit)
             query_ids, query_uv = _query_pixels(frame, mapping, cfg.max_queries)
-        uv = torch.as_tensor(query_uv, dtype=torch.float32, device=dev)[None]
-        trk = sample_map(out.track_pts, uv)[0] if len(query_uv) else torch.zeros(0, 3)
-        trk_conf = sample_map(out.track_conf, uv)[0] if len(query_uv) else torch.zeros(0)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
+            k_source = "camera_info" if frame.k is not None else "weiszfeld"
+        t0 = time.perf_counter()
+        res = tracker.step(FrameInput(frame.stamp_ns, frame.image, frame.k), queries=query_uv if i == 0 else None)
         lat.append(time.perf_counter() - t0)
+        k_model = res.k_model
 
         stamps.append(frame.stamp_ns)
-        poses.append(est.t_world_cam[0].double().cpu().numpy())
-        ok.append(bool(est.success[0]))
-        pdepth.append(depth[0].float().cpu().numpy())
-        tracks.append(trk.double().cpu().numpy())
-        tconf.append(trk_conf.double().cpu().numpy())
+        poses.append(res.pose_world_cam)
+        ok.append(res.pose_ok)
+        pdepth.append(res.depth)
+        # The GT queries are the tracker's ids 0..N-1; a track that ended holds its last position.
+        pos = np.full((len(query_ids), 3), np.nan) if not tracks else tracks[-1].copy()
+        conf = np.zeros(len(query_ids)) if not tconf else tconf[-1].copy()
+        rows = res.tracks.ids < len(query_ids)
+        pos[res.tracks.ids[rows]] = res.tracks.positions[rows]
+        conf[res.tracks.ids[rows]] = res.tracks.confidence[rows]
+        tracks.append(pos)
+        tconf.append(conf)
         if frame.gt_depth is not None:
             gdepth.append(fit_image(frame.gt_depth.astype(np.float32), mapping, cv2.INTER_NEAREST, 0.0))
         else:
@@ -165,16 +158,13 @@ def run_frames(frames: Iterable[BagFrame], engine: StreamingEngine, cfg: RunConf
         if i == 0:
             dyn = d
         if cfg.keep_cloud_every and i % cfg.keep_cloud_every == 0:
-            conf = out.recon_conf[0]
-            keep = (conf > conf.median()).cpu().numpy().ravel()
-            pts = out.recon_pts[0].reshape(-1, 3).float().cpu().numpy()[keep]
-            clouds.append((pts, rgb.reshape(-1, 3)[keep]))
+            clouds.append((res.points, res.colors))
         if cfg.progress_every and (i + 1) % cfg.progress_every == 0:
             print(f"[eval] frame {i + 1}: latency p50 {1e3 * float(np.median(lat)):.1f} ms", file=sys.stderr,
                   flush=True)
     if not stamps:
         raise ValueError("the bag holds no camera frames")
-    assert mapping is not None and k_model is not None
+    assert mapping is not None
     have_tracks = "tracks" not in missing and len(query_ids) > 0
     if "tracks" not in missing and len(query_ids) == 0:
         missing.add("tracks")  # GT tracks exist but none is visible inside the anchor's model view

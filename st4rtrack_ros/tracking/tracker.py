@@ -164,8 +164,8 @@ class OnlineTracker:
 
     # -- the window ------------------------------------------------------------------------------------------------
 
-    def _start_window(self, x: torch.Tensor, rgb: np.ndarray, frame: FrameInput, prev: PairOutput | None
-                      ) -> PairOutput:
+    def _start_window(self, x: torch.Tensor, rgb: np.ndarray, frame: FrameInput, prev: PairOutput | None,
+                      queries: np.ndarray | None = None) -> PairOutput:
         """Make this frame the anchor; chain it to the previous window (or found the world on the first)."""
         cfg = self.config
         own = self._infer(x, new_anchor=True)  # (I_c, I_c): head 1 = the anchor's own pointmap
@@ -222,7 +222,11 @@ class OnlineTracker:
                     self._median_depth
                 kept_uv, inherit = proj[rows[near]], rows[near]
         spacing = 0.5 * np.sqrt(h * w / max(cfg.num_queries, 1))
-        fresh = fill_queries(kept_uv, select_queries(rgb, cfg.num_queries, cfg.query_mode), cfg.num_queries, spacing)
+        if queries is not None:  # caller-chosen queries (evaluation protocol): exactly these, ids 0..N-1
+            fresh = np.asarray(queries, dtype=np.float64).reshape(-1, 2)
+        else:
+            candidates = select_queries(rgb, cfg.num_queries, cfg.query_mode)
+            fresh = fill_queries(kept_uv, candidates, cfg.num_queries, spacing)
         uv = np.concatenate((kept_uv, fresh))
         inherit = np.concatenate((inherit, np.full(len(fresh), -1)))
         uv_t = torch.as_tensor(uv, dtype=torch.float32, device=self.device)[None]
@@ -232,8 +236,12 @@ class OnlineTracker:
 
     # -- per frame -------------------------------------------------------------------------------------------------
 
-    def step(self, frame: FrameInput) -> StepResult:
-        """Process one frame; raises ValueError on bad input (the tracker state is left untouched)."""
+    def step(self, frame: FrameInput, queries: np.ndarray | None = None) -> StepResult:
+        """Process one frame; raises ValueError on bad input (the tracker state is left untouched).
+
+        ``queries`` (N, 2) model pixels replace the automatic queries when this frame founds a new world (the first
+        frame or after a reset): the evaluation protocol tracks ground-truth points this way.
+        """
         self._check(frame)
         cfg = self.config
         timings: dict[str, float] = {}
@@ -252,7 +260,7 @@ class OnlineTracker:
         t = time.perf_counter()
         reanchored = False
         if self._window is None:
-            out = self._start_window(x, rgb, frame, None)
+            out = self._start_window(x, rgb, frame, None, queries)
             reanchored = True
         else:
             out = self._infer(x)
@@ -273,10 +281,10 @@ class OnlineTracker:
         trk = sample_map(out.track_pts, uv_q)  # (1, N, 3) anchor frame
         conf = sample_map(out.track_conf, uv_q)[0]
         rep = reproject_tracks(trk, t_anchor_cam, self._k)
+        z_rec = recon_depth(out.recon_pts, t_anchor_cam)
         if self._window.frames == 0:  # queries were sampled on this very image
             visible = np.ones(len(self.tracks), bool)
         elif pose_ok:
-            z_rec = recon_depth(out.recon_pts, t_anchor_cam)
             visible = occlusion_mask(rep.z, rep.uv, z_rec, cfg.occlusion_tau)[0].cpu().numpy()
         else:  # no pose, no depth test: keep the last decision rather than declaring every track lost
             visible = self.tracks.visible
@@ -324,7 +332,8 @@ class OnlineTracker:
 
         result = StepResult(
             stamp_ns=frame.stamp_ns, frame_index=self._frame_index, pose_world_cam=pose, pose_ok=pose_ok,
-            k_model=self._k.double().cpu().numpy(), points=points, colors=colors, point_confidence=pconf,
+            k_model=self._k.double().cpu().numpy(), depth=(z_rec[0] * world.scale).float().cpu().numpy(),
+            points=points, colors=colors, point_confidence=pconf,
             tracks=self.tracks.snapshot(self._frame_index), map_points=map_pts, map_colors=map_cols,
             reanchored=reanchored, anchor_index=self._window.index, metric_scale=self._metric,
             weights_version=self.weights_version, timings_ms=timings,

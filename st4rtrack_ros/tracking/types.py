@@ -43,6 +43,7 @@ class StepResult:
     pose_world_cam: np.ndarray  # (4, 4) camera (OpenCV optical axes) → world
     pose_ok: bool
     k_model: np.ndarray  # (3, 3) intrinsics of the model image
+    depth: np.ndarray  # (h, w) float32 depth of this frame's reconstruction in its camera, world units
     points: np.ndarray  # (M, 3) float32 world, confidence-filtered reconstruction of this frame
     colors: np.ndarray  # (M, 3) uint8
     point_confidence: np.ndarray  # (M,) float32
