@@ -1,4 +1,4 @@
-"""Camera intrinsics for a window: focal from a pointmap, or K from CameraInfo values mapped to model pixels.
+"""Camera intrinsics for a window: focal from a pointmap (CameraInfo K goes through ``PixelMapping``).
 
 Pixel convention used throughout ``geometry``: pixel (u, v) = (column, row), pixel centres at integer coordinates
 (OpenCV). The principal point of an estimated K is ``(W/2, H/2)``, as in the official St4RTrack camera estimate, so
@@ -112,61 +112,3 @@ def intrinsics_from_pointmap(pts: torch.Tensor, method: FocalMethod = "weiszfeld
     height, width = pts.shape[:2]
     focal = focal_from_pointmap(pts.detach()[None], method=method, iters=iters)[0]
     return intrinsics_from_focal(focal, height, width)
-
-
-def resize_crop_mapping(
-    camera_size: tuple[int, int], model_size: tuple[int, int]
-) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Model-pixel → camera-pixel mapping ``cam = scale·model + offset`` for "resize to cover, then centre-crop".
-
-    Sizes are (W, H). The camera image is scaled by 1/s, s = min(W_cam/W_model, H_cam/H_model), so the resized
-    image covers the model size, then the centre is cropped. With integer pixel centres a resize by 1/s maps model
-    pixel m to camera pixel s·m + (s − 1)/2; the crop adds s·crop_start. If the data pipeline rounds its resized
-    size or crop start differently, pass its own scale/offset to :func:`intrinsics_from_camera_info` instead.
-    """
-    cw, ch = camera_size
-    mw, mh = model_size
-    s = min(cw / mw, ch / mh)
-    crop_u = (cw / s - mw) / 2.0
-    crop_v = (ch / s - mh) / 2.0
-    off = (s * crop_u + (s - 1.0) / 2.0, s * crop_v + (s - 1.0) / 2.0)
-    return (s, s), off
-
-
-def intrinsics_from_camera_info(
-    fx: float,
-    fy: float,
-    cx: float,
-    cy: float,
-    camera_size: tuple[int, int],
-    model_size: tuple[int, int],
-    scale: float | tuple[float, float] | None = None,
-    offset: tuple[float, float] | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """K (3, 3) in model pixels from a calibrated camera (CameraInfo K) and the model→camera pixel mapping.
-
-    ``cam = scale·model + offset`` (per axis); without a mapping, :func:`resize_crop_mapping` is used. Raises if the
-    model view does not lie inside the camera image, which means the mapping is wrong.
-    """
-    if scale is None or offset is None:
-        (sx, sy), (ox, oy) = resize_crop_mapping(camera_size, model_size)
-    else:
-        sx, sy = (scale, scale) if isinstance(scale, (int, float)) else scale
-        ox, oy = offset
-    mw, mh = model_size
-    cw, ch = camera_size
-    tol = 1.0
-    corners_u = (ox, sx * (mw - 1) + ox)
-    corners_v = (oy, sy * (mh - 1) + oy)
-    if min(corners_u) < -0.5 - tol or max(corners_u) > cw - 0.5 + tol or min(corners_v) < -0.5 - tol or (
-        max(corners_v) > ch - 0.5 + tol
-    ):
-        raise ValueError(f"model view {model_size} with scale {(sx, sy)} offset {(ox, oy)} leaves camera {camera_size}")
-    k = torch.zeros(3, 3, dtype=dtype)
-    k[0, 0] = fx / sx
-    k[1, 1] = fy / sy
-    k[0, 2] = (cx - ox) / sx
-    k[1, 2] = (cy - oy) / sy
-    k[2, 2] = 1.0
-    return k

@@ -8,12 +8,11 @@ import torch
 
 from st4rtrack_ros.geometry.intrinsics import (
     focal_from_pointmap,
-    intrinsics_from_camera_info,
     intrinsics_from_focal,
     intrinsics_from_pointmap,
-    resize_crop_mapping,
 )
 from st4rtrack_ros.geometry.projection import project, unproject_depth
+from st4rtrack_ros.model.preprocess import plan_mapping
 
 GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "golden" / "focal_cases.npz"
 
@@ -50,26 +49,22 @@ def test_focal_ignores_points_behind_camera_and_nan():
 
 
 def test_camera_info_k_maps_points_to_model_pixels():
-    cam_size, model_size = (1280, 720), (512, 288)
+    """CameraInfo K → model K through the preprocessing's pixel mapping (one code path for images and K)."""
+    mapping = plan_mapping((1280, 720), (512, 288), "crop")
     fx, fy, cx, cy = 910.0, 905.0, 641.3, 362.7
-    k_cam = torch.tensor([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
-    k_model = intrinsics_from_camera_info(fx, fy, cx, cy, cam_size, model_size)
-    (sx, sy), (ox, oy) = resize_crop_mapping(cam_size, model_size)
-    pts = torch.tensor([[0.3, -0.2, 2.0], [-1.0, 0.4, 5.0], [0.0, 0.0, 1.0]])
+    k_cam = torch.tensor([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]], dtype=torch.float64)
+    k_model = torch.as_tensor(mapping.intrinsics_to_model(k_cam.numpy()))
+    pts = torch.tensor([[0.3, -0.2, 2.0], [-1.0, 0.4, 5.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     uv_cam, _ = project(pts, k_cam)
     uv_model, _ = project(pts, k_model)
-    assert torch.allclose(uv_cam[:, 0], sx * uv_model[:, 0] + ox, atol=1e-3)
-    assert torch.allclose(uv_cam[:, 1], sy * uv_model[:, 1] + oy, atol=1e-3)
+    assert torch.allclose(torch.as_tensor(mapping.camera_to_model(uv_cam.numpy())), uv_model, atol=1e-9)
     # 1280×720 → 512×288 is a pure 2.5× resize: model pixel 0 is camera pixel 0.75 (integer pixel centres)
-    assert abs(sx - 2.5) < 1e-9 and abs(ox - 0.75) < 1e-9 and abs(oy - 0.75) < 1e-9
+    assert mapping.model_to_camera(np.zeros(2)) == pytest.approx([0.75, 0.75])
 
 
-def test_camera_info_centre_crop_and_explicit_mapping():
-    k = intrinsics_from_camera_info(600.0, 600.0, 320.0, 240.0, (640, 480), (512, 288))  # 4:3 → 16:9: crop rows
-    (s, _), (ox, oy) = resize_crop_mapping((640, 480), (512, 288))
-    assert s == 1.25 and ox == pytest.approx(0.125) and oy == pytest.approx(0.125 + 1.25 * 0.5 * (384 - 288))
-    assert k[0, 0] == pytest.approx(480.0) and k[1, 2] == pytest.approx((240.0 - oy) / 1.25)
-    k2 = intrinsics_from_camera_info(600.0, 600.0, 320.0, 240.0, (640, 480), (320, 240), scale=2.0, offset=(0.5, 0.5))
-    assert k2[0, 0] == pytest.approx(300.0) and k2[0, 2] == pytest.approx(159.75)
-    with pytest.raises(ValueError):
-        intrinsics_from_camera_info(600.0, 600.0, 320.0, 240.0, (640, 480), (512, 288), scale=2.0, offset=(0.0, 0.0))
+def test_camera_info_centre_crop():
+    mapping = plan_mapping((640, 480), (512, 288), "crop")  # 4:3 → 16:9: resize ×0.8 to 512×384, crop 48 rows
+    k = mapping.intrinsics_to_model(np.array([[600.0, 0, 320.0], [0, 600.0, 240.0], [0, 0, 1]]))
+    assert k[0, 0] == pytest.approx(480.0) and k[1, 1] == pytest.approx(480.0)
+    assert k[0, 2] == pytest.approx((320.0 + 0.5) * 0.8 - 0.5)
+    assert k[1, 2] == pytest.approx((240.0 + 0.5) * 0.8 - 0.5 - 48)
