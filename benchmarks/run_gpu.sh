@@ -18,7 +18,7 @@ if [ -f benchmarks/bench_losses.py ]; then
     || status=1
 fi
 if [ "${COMPILE:-0}" = "1" ]; then
-  timeout 240 python3 benchmarks/bench_model.py --preset vitl_512 --device cuda --iters 30 --batches --compile \
+  timeout 180 python3 benchmarks/bench_model.py --preset vitl_512 --device cuda --iters 30 --batches --compile \
     --json "$OUT/bench_model_vitl_compile.json" 2>&1 | tee "$OUT/bench_model_vitl_compile.md" || status=1
 fi
 exit $status
