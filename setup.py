@@ -27,6 +27,7 @@ setup(
     entry_points={
         "console_scripts": [
             "st4rtrack-synth = st4rtrack_ros.data.synth_cli:main",
+            "st4rtrack-play = st4rtrack_ros.ros.play:main",
             "st4rtrack-eval = st4rtrack_ros.evaluation.cli:main",
         ],
     },

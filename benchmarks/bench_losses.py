@@ -13,10 +13,13 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
 
 from st4rtrack_ros.adaptation.losses import LossConfig, PseudoLabels, WindowPrediction, compute_losses
 from st4rtrack_ros.adaptation.synthetic import corrupt_tracks, make_scene
