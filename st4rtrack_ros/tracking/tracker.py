@@ -20,12 +20,14 @@ import dataclasses
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from st4rtrack_ros.adaptation.worker import AdaptationWorker, WindowSnapshot
 from st4rtrack_ros.geometry.intrinsics import intrinsics_from_pointmap
 from st4rtrack_ros.geometry.occlusion import occlusion_mask, recon_depth, reproject_tracks
 from st4rtrack_ros.geometry.pose import PoseConfig, estimate_poses
@@ -90,14 +92,16 @@ class _Window:
 
 
 class OnlineTracker:
-    def __init__(self, engine: StreamingEngine, config: TrackerConfig | None = None) -> None:
+    def __init__(self, engine: StreamingEngine, config: TrackerConfig | None = None,
+                 adaptation: AdaptationWorker | None = None) -> None:
         self.engine = engine
         self.config = config or TrackerConfig()
+        self.adaptation = adaptation
         self.device = engine.device
-        self.inference_lock = threading.Lock()  # held around network calls; weight swaps take it too
+        # Held around network calls; the adaptation worker's weight swap takes it too.
+        self.inference_lock = adaptation.lock if adaptation is not None else threading.Lock()
         self.tracks = TrackTable(self.config.history_len, self.config.max_unseen)
         self.map = MapAccumulator(self.config.map_voxel, self.config.map_max_points, self.config.map_radius)
-        self.weights_version = 0
         self.resets = 0
         self._clear()
 
@@ -113,6 +117,9 @@ class OnlineTracker:
         self._frame_index = 0
         self._metric = False
         self._median_depth = 1.0
+        # For adaptation snapshots: this window's anchor and its most recent frames (bounded).
+        self._anchor_sample: tuple | None = None
+        self._recent: deque[tuple[torch.Tensor, np.ndarray, np.ndarray | None]] = deque(maxlen=32)
 
     def reset(self, reason: str = "requested") -> None:
         """Forget the world frame, tracks and map; the next frame starts a new world."""
@@ -234,6 +241,37 @@ class OnlineTracker:
         self.tracks.restart(uv, new_world, self._frame_index, inherit)
         return own
 
+    # -- adaptation ------------------------------------------------------------------------------------------------
+
+    def _sample(self, x: torch.Tensor, rgb: np.ndarray, frame: FrameInput) -> tuple:
+        depth = None
+        if frame.depth is not None and self._mapping is not None:
+            depth = fit_image(frame.depth.astype(np.float32), self._mapping, 0, 0.0)  # nearest, 0 = no depth
+        return x[0].detach().cpu(), rgb, depth
+
+    def _offer_adaptation(self, x: torch.Tensor, rgb: np.ndarray, frame: FrameInput) -> None:
+        """Keep this window's frames; every N frames hand the worker a snapshot (it may refuse: never wait)."""
+        ad = self.adaptation
+        if ad is None or not ad.enabled:
+            return
+        if self._window is not None and self._frame_index == self._window.index:
+            self._recent.clear()  # a new world: this frame is the anchor
+            self._anchor_sample = self._sample(x, rgb, frame)
+            return
+        self._recent.append(self._sample(x, rgb, frame))
+        n = ad.config.window_frames
+        if (self._frame_index % ad.config.every_n_frames or len(self._recent) < n - 1 or self._k is None
+                or self._anchor_sample is None):
+            return
+        items = list(self._recent)
+        pick = np.linspace(0, len(items) - 1, n - 1).round().astype(int).tolist()
+        chosen = [self._anchor_sample, *(items[i] for i in pick)]
+        depth = None
+        if all(c[2] is not None for c in chosen):
+            depth = np.stack([c[2] for c in chosen])
+        ad.submit(WindowSnapshot(images=torch.stack([c[0] for c in chosen]), rgb=np.stack([c[1] for c in chosen]),
+                                 k=self._k.detach().cpu(), depth=depth))
+
     # -- per frame -------------------------------------------------------------------------------------------------
 
     def step(self, frame: FrameInput, queries: np.ndarray | None = None) -> StepResult:
@@ -321,12 +359,15 @@ class OnlineTracker:
         timings["map"] = (time.perf_counter() - t) * 1e3
 
         self._window.frames += 1
+        self._offer_adaptation(x, rgb, frame)
         t = time.perf_counter()
         n = max(len(self.tracks), 1)
         if not reanchored and (self._window.frames >= cfg.window_size
                                or float(self.tracks.visible.sum()) / n < cfg.min_visible_fraction):
             self._start_window(x, rgb, frame, out)
             self._window.frames = 1  # this frame is the new anchor's first
+            self._recent.clear()
+            self._anchor_sample = self._sample(x, rgb, frame)
             reanchored = True
         timings["reanchor"] = (time.perf_counter() - t) * 1e3
 
@@ -336,7 +377,7 @@ class OnlineTracker:
             points=points, colors=colors, point_confidence=pconf,
             tracks=self.tracks.snapshot(self._frame_index), map_points=map_pts, map_colors=map_cols,
             reanchored=reanchored, anchor_index=self._window.index, metric_scale=self._metric,
-            weights_version=self.weights_version, timings_ms=timings,
+            weights_version=self.adaptation.version if self.adaptation is not None else 0, timings_ms=timings,
         )
         timings["total"] = (time.perf_counter() - t0) * 1e3
         self._last_stamp = frame.stamp_ns

@@ -1,0 +1,55 @@
+"""Pseudo-labels for test-time adaptation, from classical vision (no extra network on the robot).
+
+2D tracks: OpenCV pyramidal Lucas–Kanade from the anchor's corners through the window's frames, frame to frame, with
+a forward–backward check (a point that does not come back to where it started is occluded, on a moving edge or
+lost, and stays invisible from then on). Depth: the robot's aligned depth image, when it has one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from st4rtrack_ros.tracking.queries import corner_queries
+
+
+@dataclass
+class KLTConfig:
+    num_tracks: int = 256
+    win: int = 15  # LK window (pixels)
+    levels: int = 3  # pyramid levels above the base
+    fb_thresh_px: float = 1.0  # forward–backward round-trip error above which a point is dropped
+
+
+def klt_tracks(rgbs: np.ndarray, query_uv: np.ndarray, cfg: KLTConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Track ``query_uv`` (N, 2) from frame 0 through frames (F, H, W, 3) uint8 → (tracks (F, N, 2), visible (F, N))."""
+    cfg = cfg or KLTConfig()
+    n_frames, h, w = rgbs.shape[:3]
+    grays = [cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) for im in rgbs]
+    tracks = np.zeros((n_frames, len(query_uv), 2), np.float32)
+    visible = np.zeros((n_frames, len(query_uv)), bool)
+    tracks[0], visible[0] = query_uv, True
+    if not len(query_uv):
+        return tracks, visible
+    lk = dict(winSize=(cfg.win, cfg.win), maxLevel=cfg.levels,
+              criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
+    prev = query_uv.astype(np.float32).reshape(-1, 1, 2)
+    for f in range(1, n_frames):
+        nxt, st, _ = cv2.calcOpticalFlowPyrLK(grays[f - 1], grays[f], prev, None, **lk)
+        back, st_b, _ = cv2.calcOpticalFlowPyrLK(grays[f], grays[f - 1], nxt, None, **lk)
+        fb = np.linalg.norm((back - prev).reshape(-1, 2), axis=1)
+        p = nxt.reshape(-1, 2)
+        inside = (p[:, 0] >= 0) & (p[:, 0] <= w - 1) & (p[:, 1] >= 0) & (p[:, 1] <= h - 1)
+        ok = st.ravel().astype(bool) & st_b.ravel().astype(bool) & (fb < cfg.fb_thresh_px) & inside
+        visible[f] = visible[f - 1] & ok
+        tracks[f] = np.where(visible[f][:, None], p, tracks[f - 1])
+        prev = nxt
+    return tracks, visible
+
+
+def anchor_queries(anchor_rgb: np.ndarray, cfg: KLTConfig | None = None) -> np.ndarray:
+    """Well-textured anchor pixels: LK needs corners, not flat walls."""
+    cfg = cfg or KLTConfig()
+    return corner_queries(anchor_rgb, cfg.num_tracks, margin=cfg.win // 2 + 1)

@@ -1,0 +1,311 @@
+"""Periodic background test-time adaptation (St4RTrack+), safe for a robot.
+
+The tracker hands over a snapshot of its window every N frames. On its own thread (and CUDA stream) the worker:
+
+1. copies the inference model's trainable subset into a shadow model (so accepted rounds accumulate);
+2. builds pseudo-labels — KLT 2D tracks across the window, the aligned depth image when there is one;
+3. runs K optimiser steps of the St4RTrack+ losses on the window's training frames;
+4. validates on frames held out of the steps: finite weights and outputs, and a held-out loss lower by a margin;
+5. swaps the subset into the inference model under the tracker's inference lock (an in-place copy, so captured
+   CUDA graphs stay valid; a version number counts swaps), or rolls back by doing nothing.
+
+Guards: a per-round wall-time budget, a duty cycle that leaves the CPU to inference, NaN/Inf and divergence
+rejected, and after repeated failures the inference model goes back to its initial weights. Inference never waits
+for a round, only for the swap's copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from st4rtrack_ros.adaptation.losses import LossConfig, PseudoLabels, WindowPrediction, window_losses
+from st4rtrack_ros.adaptation.pseudo_labels import KLTConfig, anchor_queries, klt_tracks
+from st4rtrack_ros.geometry.pose import PoseConfig
+from st4rtrack_ros.model.network import St4RTrackNet
+
+log = logging.getLogger(__name__)
+
+PARAM_SETS = ("heads", "heads+last_decoder", "decoders+heads")
+
+
+@dataclass
+class AdaptationConfig:
+    """The ``adaptation`` section of config/tracker.yaml."""
+
+    enabled: bool = False
+    every_n_frames: int = 32  # a snapshot is offered this often (dropped if a round is still running)
+    window_frames: int = 6  # frames per snapshot, the anchor first
+    holdout_frames: int = 2  # of those, kept out of the steps and used to validate
+    steps: int = 4  # optimiser steps per round
+    lr: float = 1e-5
+    params: str = "heads"  # trainable subset: heads | heads+last_decoder | decoders+heads
+    min_improvement: float = 0.0  # accept when held-out loss < before · (1 − this)
+    max_round_s: float = 60.0  # wall-time budget per round (steps stop early)
+    duty_cycle: float = 0.5  # fraction of wall time spent computing (CPU: leave cores to inference)
+    max_consecutive_failures: int = 5  # then restore the initial weights
+    grad_clip: float = 1.0
+    seed: int = 0
+    loss: dict[str, Any] = field(default_factory=dict)  # LossConfig overrides (St4RTrack+ by default)
+    klt: dict[str, Any] = field(default_factory=dict)  # KLTConfig overrides
+
+    def __post_init__(self) -> None:
+        if self.params not in PARAM_SETS:
+            raise ValueError(f"adaptation.params must be one of {PARAM_SETS}, got {self.params!r}")
+        if self.window_frames < 3 or not 1 <= self.holdout_frames <= self.window_frames - 2:
+            raise ValueError("need window_frames ≥ 3 and 1 ≤ holdout_frames ≤ window_frames − 2")
+        if not 0.0 < self.duty_cycle <= 1.0:
+            raise ValueError("duty_cycle must lie in (0, 1]")
+        if self.steps < 1 or self.lr <= 0 or self.every_n_frames < 1:
+            raise ValueError("steps ≥ 1, lr > 0 and every_n_frames ≥ 1 are required")
+        LossConfig.from_dict(self.loss)  # fail at start-up, not in the first round
+        KLTConfig(**self.klt)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> AdaptationConfig:
+        d = dict(d or {})
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown adaptation parameters {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class WindowSnapshot:
+    """What the tracker hands over: frames of one window at model resolution, the anchor first."""
+
+    images: torch.Tensor  # (F, 3, H, W) in [-1, 1], CPU
+    rgb: np.ndarray  # (F, H, W, 3) uint8 (for KLT)
+    k: torch.Tensor  # (3, 3) the window's K in model pixels
+    depth: np.ndarray | None = None  # (F, H, W) aligned depth (metres, 0 = none) or None
+
+
+@dataclass
+class RoundResult:
+    accepted: bool
+    reason: str
+    loss_before: float
+    loss_after: float
+    train_losses: list[float]
+    seconds: float
+
+
+def trainable_names(net: St4RTrackNet, params: str) -> list[str]:
+    """Parameter names of a subset (alias keys resolved: each tensor once)."""
+    last = net.config.dec_depth - 1
+    prefixes = ["downstream_head1.", "downstream_head2."]
+    if params == "heads+last_decoder":
+        prefixes += [f"dec_blocks.{last}.", f"dec_blocks2.{last}.", "dec_norm."]
+    elif params == "decoders+heads":
+        prefixes += ["decoder_embed.", "dec_blocks.", "dec_blocks2.", "dec_norm."]
+    return [n for n, _ in net.named_parameters() if n.startswith(tuple(prefixes))]
+
+
+class AdaptationWorker:
+    def __init__(self, net: St4RTrackNet, config: AdaptationConfig, lock: threading.Lock | None = None) -> None:
+        self.net = net
+        self.config = config
+        self.lock = lock or threading.Lock()
+        self.device = next(net.parameters()).device
+        self.loss_cfg = LossConfig.from_dict(config.loss)
+        self.klt_cfg = KLTConfig(**config.klt)
+        self.shadow = copy.deepcopy(net).float().train()
+        self.names = trainable_names(self.shadow, config.params)
+        live = dict(net.named_parameters())
+        shadow = dict(self.shadow.named_parameters())
+        self._pairs = [(shadow[n], live[n]) for n in self.names]
+        for p in self.shadow.parameters():
+            p.requires_grad_(False)
+        for p, _ in self._pairs:
+            p.requires_grad_(True)
+        self._initial = [q.detach().clone() for _, q in self._pairs]
+        self._gen = torch.Generator().manual_seed(config.seed)
+        self._enabled = config.enabled
+        self._slot: WindowSnapshot | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._busy = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self.version = 0
+        self.rounds = self.accepted = self.rolled_back = self.resets = 0
+        self._failures = 0
+        self.last: RoundResult | None = None
+
+    # -- control -------------------------------------------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def set_enabled(self, on: bool) -> None:
+        self._enabled = bool(on)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="st4r-adaptation", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Ask the thread to stop after its current step; True if it ended within ``timeout``."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            alive = self._thread.is_alive()
+            self._thread = None if not alive else self._thread
+            return not alive
+        return True
+
+    def submit(self, snapshot: WindowSnapshot) -> bool:
+        """Offer a window; refused (False) when disabled or a round is running: the tracker never waits."""
+        if not self._enabled or self._busy.is_set() or self._slot is not None:
+            return False
+        self._slot = snapshot
+        self._wake.set()
+        return True
+
+    def status(self) -> dict[str, Any]:
+        last = self.last
+        return {
+            "enabled": self._enabled, "busy": self._busy.is_set(), "version": self.version, "rounds": self.rounds,
+            "accepted": self.accepted, "rolled_back": self.rolled_back, "resets": self.resets,
+            "params": self.config.params, "last_reason": last.reason if last else "",
+            "last_loss_before": last.loss_before if last else math.nan,
+            "last_loss_after": last.loss_after if last else math.nan,
+            "last_round_s": last.seconds if last else math.nan,
+        }
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            snap, self._slot = self._slot, None
+            if snap is None or self._stop.is_set():
+                continue
+            self._busy.set()
+            try:
+                self.run_round(snap)
+            except Exception as e:  # a round must never take the tracker down
+                log.exception("adaptation round failed: %s", e)
+                self._record(RoundResult(False, f"error: {e}", math.nan, math.nan, [], 0.0))
+            finally:
+                self._busy.clear()
+
+    # -- one round -----------------------------------------------------------------------------------------------
+
+    def _labels(self, snap: WindowSnapshot, frames: list[int]) -> PseudoLabels:
+        rgb = snap.rgb[frames]
+        query = anchor_queries(rgb[0], self.klt_cfg)
+        uv, vis = klt_tracks(rgb, query, self.klt_cfg)
+        dev = self.device
+        depth = None
+        if snap.depth is not None:
+            depth = torch.as_tensor(snap.depth[frames], dtype=torch.float32, device=dev)
+        return PseudoLabels(query_uv=torch.as_tensor(query, dtype=torch.float32, device=dev),
+                            tracks_uv=torch.as_tensor(uv, device=dev), track_vis=torch.as_tensor(vis, device=dev),
+                            mono_depth=depth)
+
+    def _loss(self, snap: WindowSnapshot, frames: list[int], labels: PseudoLabels) -> torch.Tensor:
+        imgs = snap.images[frames].to(self.device)
+        out = self.shadow(imgs[:1].expand(len(frames), -1, -1, -1), imgs)
+        pred = WindowPrediction(out.track_pts, out.recon_pts, out.track_conf, out.recon_conf)
+        res = window_losses(pred, labels, self.loss_cfg, k=snap.k.to(self.device), pose_cfg=PoseConfig(refine_iters=1))
+        if not any(res.present.values()):
+            return torch.full((), math.nan, device=self.device)
+        return res.total
+
+    def _split(self, n: int) -> tuple[list[int], list[int]]:
+        """Anchor in both; held-out frames spread over the window (seeded), the rest train."""
+        others = torch.randperm(n - 1, generator=self._gen)[: self.config.holdout_frames] + 1
+        held = sorted(int(i) for i in others)
+        train = [0] + [i for i in range(1, n) if i not in held]
+        return train, [0, *held]
+
+    def run_round(self, snap: WindowSnapshot) -> RoundResult:
+        """One adaptation round, synchronously (the thread calls this; tests call it directly)."""
+        ctx = torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext()
+        with ctx:
+            return self._round(snap)
+
+    def _round(self, snap: WindowSnapshot) -> RoundResult:
+        cfg = self.config
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for p, q in self._pairs:
+                p.copy_(q.float())
+        train, held = self._split(len(snap.images))
+        train_labels, held_labels = self._labels(snap, train), self._labels(snap, held)
+        with torch.no_grad():
+            before = float(self._loss(snap, held, held_labels))
+        opt = torch.optim.AdamW([p for p, _ in self._pairs], lr=cfg.lr, weight_decay=0.0)
+        losses: list[float] = []
+        for _ in range(cfg.steps):
+            ts = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss = self._loss(snap, train, train_labels)
+            if not torch.isfinite(loss):
+                losses.append(float("nan"))
+                break
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p, _ in self._pairs], cfg.grad_clip)
+            opt.step()
+            losses.append(float(loss.detach()))
+            spent = time.perf_counter() - ts
+            if self._stop.is_set() or time.perf_counter() - t0 > cfg.max_round_s:
+                break
+            if cfg.duty_cycle < 1.0:
+                time.sleep(spent * (1.0 - cfg.duty_cycle) / cfg.duty_cycle)
+        with torch.no_grad():
+            after = float(self._loss(snap, held, held_labels))
+        finite = all(torch.isfinite(p).all() for p, _ in self._pairs)
+        if not (finite and math.isfinite(after) and math.isfinite(before)):
+            reason, ok = "non-finite loss or weights", False
+        elif after < before * (1.0 - cfg.min_improvement):
+            reason, ok = "held-out loss improved", True
+        else:
+            reason, ok = "held-out loss did not improve", False
+        if ok:
+            with self.lock, torch.no_grad():  # the inference model changes only here, between two frames
+                for p, q in self._pairs:
+                    q.copy_(p)
+                self.version += 1
+        result = RoundResult(ok, reason, before, after, losses, time.perf_counter() - t0)
+        self._record(result)
+        return result
+
+    def _record(self, result: RoundResult) -> None:
+        self.rounds += 1
+        self.last = result
+        if result.accepted:
+            self.accepted += 1
+            self._failures = 0
+        else:
+            self.rolled_back += 1
+            self._failures += 1
+            if self._failures >= self.config.max_consecutive_failures:
+                self.restore_initial()
+        log.info("adaptation round %d: %s (held-out %.4g → %.4g, %.1f s), version %d", self.rounds, result.reason,
+                 result.loss_before, result.loss_after, result.seconds, self.version)
+
+    def restore_initial(self) -> None:
+        """Back to the weights the tracker started with (after repeated failures, or on request)."""
+        with self.lock, torch.no_grad():
+            for (p, q), init in zip(self._pairs, self._initial, strict=True):
+                q.copy_(init)
+                p.copy_(init.float())
+            self.version += 1
+        self.resets += 1
+        self._failures = 0
+        log.warning("adaptation: restored the initial weights (version %d)", self.version)

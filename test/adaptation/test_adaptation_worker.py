@@ -1,0 +1,155 @@
+"""Background adaptation: rounds accept or roll back, swaps are atomic, failures are contained, threads stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from st4rtrack_ros.adaptation import worker as worker_mod
+from st4rtrack_ros.adaptation.pseudo_labels import KLTConfig, klt_tracks
+from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker, WindowSnapshot, trainable_names
+from st4rtrack_ros.data.sequence import make_sequence
+from st4rtrack_ros.model.config import preset
+from st4rtrack_ros.model.network import St4RTrackNet
+from st4rtrack_ros.model.preprocess import to_tensor
+from st4rtrack_ros.model.streaming import StreamingEngine
+from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
+from st4rtrack_ros.tracking.types import FrameInput
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return list(make_sequence("easy", 12, seed=4, width=128, height=80, n_tracks=16, n_object_tracks=4).frames())
+
+
+def _snapshot(frames, idx=(0, 2, 4, 6, 8, 10)) -> WindowSnapshot:
+    rgb = np.stack([frames[i].rgb for i in idx])
+    return WindowSnapshot(images=torch.stack([to_tensor(r) for r in rgb]), rgb=rgb,
+                          k=torch.as_tensor(frames[0].k, dtype=torch.float32),
+                          depth=np.stack([frames[i].depth for i in idx]))
+
+
+def _net(seed: int = 0) -> St4RTrackNet:
+    torch.manual_seed(seed)
+    return St4RTrackNet(preset("tiny_128")).eval()
+
+
+def _params(net, names):
+    d = dict(net.named_parameters())
+    return [d[n].detach().clone() for n in names]
+
+
+def test_klt_follows_a_shifted_texture_and_drops_lost_points():
+    rng = np.random.default_rng(0)
+    base = (rng.random((120, 160, 3)) * 255).astype(np.uint8)
+    import cv2
+
+    base = cv2.GaussianBlur(base, (5, 5), 1.5)
+    frames = np.stack([np.roll(base, (0, 2 * i), axis=(0, 1)) for i in range(4)])  # 2 px/frame to the right
+    query = np.array([[40.0, 60.0], [80.0, 50.0], [157.0, 60.0]])
+    uv, vis = klt_tracks(frames, query, KLTConfig(win=21))
+    assert np.allclose(uv[3, :2], query[:2] + np.array([6.0, 0.0]), atol=0.3)
+    assert vis[:, :2].all() and not vis[3, 2]  # the last point leaves the image
+
+
+def test_round_accepts_or_rolls_back_and_only_swaps_on_accept(frames):
+    net = _net()
+    cfg = AdaptationConfig(enabled=True, steps=3, lr=1e-4, duty_cycle=1.0)
+    w = AdaptationWorker(net, cfg)
+    names = trainable_names(net, "heads")
+    assert names and all(n.startswith("downstream_head") for n in names)
+    before = _params(net, names)
+    frozen = net.enc_blocks[0].attn.qkv.weight.detach().clone()
+    res = w.run_round(_snapshot(frames))
+    assert np.isfinite(res.loss_before) and len(res.train_losses) == 3
+    after = _params(net, names)
+    changed = any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert changed == res.accepted and w.version == int(res.accepted)
+    assert torch.equal(net.enc_blocks[0].attn.qkv.weight, frozen)  # outside the subset: never touched
+    assert w.status()["rounds"] == 1
+
+
+def test_rounds_are_deterministic(frames):
+    a = AdaptationWorker(_net(), AdaptationConfig(enabled=True, steps=2, lr=1e-4, duty_cycle=1.0))
+    b = AdaptationWorker(_net(), AdaptationConfig(enabled=True, steps=2, lr=1e-4, duty_cycle=1.0))
+    ra, rb = a.run_round(_snapshot(frames)), b.run_round(_snapshot(frames))
+    assert ra.train_losses == pytest.approx(rb.train_losses, rel=1e-6)
+    assert ra.accepted == rb.accepted
+
+
+def test_nan_rolls_back_and_repeated_failures_restore_initial_weights(frames, monkeypatch):
+    net = _net()
+    w = AdaptationWorker(net, AdaptationConfig(enabled=True, steps=1, duty_cycle=1.0, max_consecutive_failures=2))
+    names = trainable_names(net, "heads")
+    initial = _params(net, names)
+    with torch.no_grad():  # pretend an earlier round had been accepted
+        dict(net.named_parameters())[names[0]].add_(1.0)
+    monkeypatch.setattr(w, "_loss", lambda *a, **k: torch.full((), float("nan")))
+    r1 = w.run_round(_snapshot(frames))
+    assert not r1.accepted and "non-finite" in r1.reason
+    assert not torch.equal(_params(net, names)[0], initial[0])  # rolled back = inference model untouched
+    w.run_round(_snapshot(frames))
+    assert w.resets == 1 and all(torch.equal(a, b) for a, b in zip(_params(net, names), initial, strict=True))
+
+
+def test_submit_is_refused_while_busy_or_disabled_and_the_thread_stops(frames, monkeypatch):
+    net = _net()
+    w = AdaptationWorker(net, AdaptationConfig(enabled=False, steps=1, duty_cycle=1.0))
+    assert not w.submit(_snapshot(frames))
+    w.set_enabled(True)
+    gate = threading.Event()
+
+    def slow_round(snap):
+        gate.wait(5)
+        return None
+
+    monkeypatch.setattr(w, "run_round", slow_round)
+    w.start()
+    assert w.submit(_snapshot(frames))
+    deadline = time.time() + 5
+    while not w.status()["busy"] and time.time() < deadline:
+        time.sleep(0.01)
+    assert w.status()["busy"] and not w.submit(_snapshot(frames))
+    gate.set()
+    assert w.stop(timeout=5)
+
+
+def test_tracker_offers_snapshots_and_inference_runs_during_a_round(frames):
+    net = _net()
+    w = AdaptationWorker(net, AdaptationConfig(enabled=True, every_n_frames=4, window_frames=4, holdout_frames=1,
+                                               steps=2, lr=1e-4, duty_cycle=1.0))
+    offered = []
+    real_submit = w.submit
+    w.submit = lambda snap: offered.append(snap) or real_submit(snap)  # type: ignore[method-assign]
+    cfg = TrackerConfig(window_size=50, min_visible_fraction=0.0, num_queries=32, map_every=0)
+    tracker = OnlineTracker(StreamingEngine(net), cfg, w)
+    assert tracker.inference_lock is w.lock
+    w.start()
+    try:
+        for f in frames:
+            tracker.step(FrameInput(f.stamp_ns, f.rgb, f.k))
+        assert len(offered) >= 2
+        snap = offered[0]
+        assert snap.images.shape == (4, 3, 80, 128) and snap.rgb.shape == (4, 80, 128, 3) and snap.depth is None
+        deadline = time.time() + 30
+        while w.status()["busy"] and time.time() < deadline:
+            time.sleep(0.05)
+        assert w.rounds >= 1
+    finally:
+        assert w.stop(timeout=10)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="params"):
+        AdaptationConfig(params="everything")
+    with pytest.raises(ValueError, match="holdout"):
+        AdaptationConfig(window_frames=3, holdout_frames=2)
+    with pytest.raises(ValueError, match="unknown"):
+        AdaptationConfig.from_dict({"stepz": 3})
+    with pytest.raises(KeyError):
+        AdaptationConfig(loss={"w_trajectory": 1.0})
+    assert worker_mod.PARAM_SETS[0] == "heads"
