@@ -56,6 +56,7 @@ class AdaptationConfig:
     max_consecutive_failures: int = 5  # then restore the initial weights
     grad_clip: float = 1.0
     seed: int = 0
+    synchronous: bool = False  # run rounds inside tracker.step (offline evaluation: reproducible, not for robots)
     loss: dict[str, Any] = field(default_factory=dict)  # LossConfig overrides (St4RTrack+ by default)
     klt: dict[str, Any] = field(default_factory=dict)  # KLTConfig overrides
 
@@ -169,9 +170,15 @@ class AdaptationWorker:
         return True
 
     def submit(self, snapshot: WindowSnapshot) -> bool:
-        """Offer a window; refused (False) when disabled or a round is running: the tracker never waits."""
+        """Offer a window; refused (False) when disabled or a round is running: the tracker never waits.
+
+        With ``synchronous`` the round runs here, in the caller's thread (reproducible offline evaluation).
+        """
         if not self._enabled or self._busy.is_set() or self._slot is not None:
             return False
+        if self.config.synchronous:
+            self.run_round(snapshot)
+            return True
         self._slot = snapshot
         self._wake.set()
         return True

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker
 from st4rtrack_ros.data.bag_format import Topics
 from st4rtrack_ros.data.bag_io import BenchmarkBagReader
 from st4rtrack_ros.evaluation.report import compute_metrics, write_report
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     ap.add_argument("--frames", type=int, default=None, help="frames to evaluate (default 64, 0 = all)")
     ap.add_argument("--image-topic", default=None, help="camera topic (default: the bag-format topic)")
+    ap.add_argument("--adapt", action="store_true",
+                    help="run St4RTrack+ test-time adaptation (rounds run in step, reproducibly)")
     ap.add_argument("--mode", choices=("protocol", "online"), default=None,
                     help="protocol: frame 0 anchors the whole run (WorldTrack); online: the tracker's sliding window")
     return ap
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         section = load_section(args.config, "evaluation") if args.config else {}
         model_section = load_section(args.config, "model") if args.config else {}
         tracker_cfg = TrackerConfig.from_dict(load_section(args.config, "tracking") if args.config else {})
+        adapt_cfg = AdaptationConfig.from_dict(load_section(args.config, "adaptation") if args.config else {})
     except (SettingsError, ValueError, TypeError) as e:
         print(f"st4rtrack-eval: {e}", file=sys.stderr)
         return 2
@@ -57,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.mode == "protocol":
         tracker_cfg = protocol_config(tracker_cfg)
     topics = Topics(image=args.image_topic) if args.image_topic else None
-    tracker = OnlineTracker(StreamingEngine(net, EngineOptions.fastest(device)), tracker_cfg)
+    worker = None
+    if args.adapt:
+        worker = AdaptationWorker(net, dataclasses.replace(adapt_cfg, enabled=True, synchronous=True))
+    tracker = OnlineTracker(StreamingEngine(net, EngineOptions.fastest(device)), tracker_cfg, worker)
     with BenchmarkBagReader(args.bag, topics=topics) as reader:
         print(f"[eval] {args.bag} ({reader.image_topic}) with {ckpt} on {device}, mode {cfg.mode}", file=sys.stderr,
               flush=True)
@@ -66,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"bag": str(args.bag), "checkpoint": str(ckpt), "device": str(device),
             "model": f"{net.config.img_size[0]}×{net.config.img_size[1]}, enc {net.config.enc_depth}×"
                      f"{net.config.enc_embed_dim}, dec {net.config.dec_depth}×{net.config.dec_embed_dim}",
-            "mode": cfg.mode, "anchor": "fixed: frame 0" if cfg.mode == "protocol" else
+            "adaptation": worker.status() if worker else "off", "mode": cfg.mode,
+            "anchor": "fixed: frame 0" if cfg.mode == "protocol" else
             f"sliding window of {tracker_cfg.window_size} frames"}
     report = write_report(run, metrics, args.out, meta)
     print(f"[eval] report: {report}", file=sys.stderr)

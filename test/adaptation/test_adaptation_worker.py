@@ -153,3 +153,8 @@ def test_config_rejects_bad_values():
     with pytest.raises(KeyError):
         AdaptationConfig(loss={"w_trajectory": 1.0})
     assert worker_mod.PARAM_SETS[0] == "heads"
+
+
+def test_synchronous_mode_runs_the_round_in_submit(frames):
+    w = AdaptationWorker(_net(), AdaptationConfig(enabled=True, steps=1, duty_cycle=1.0, synchronous=True))
+    assert w.submit(_snapshot(frames)) and w.rounds == 1 and not w.status()["busy"]
