@@ -24,12 +24,19 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from st4rtrack_ros.adaptation.losses import LossConfig, PseudoLabels, WindowPrediction, window_losses
+from st4rtrack_ros.adaptation.persistence import (
+    AdaptedCheckpointError,
+    load_adapted,
+    save_adapted,
+    weights_fingerprint,
+)
 from st4rtrack_ros.adaptation.pseudo_labels import KLTConfig, anchor_queries, klt_tracks
 from st4rtrack_ros.geometry.pose import PoseConfig
 from st4rtrack_ros.model.network import St4RTrackNet
@@ -57,6 +64,8 @@ class AdaptationConfig:
     grad_clip: float = 1.0
     seed: int = 0
     synchronous: bool = False  # run rounds inside tracker.step (offline evaluation: reproducible, not for robots)
+    save_path: str = ""  # adapted weights are kept here (atomic writes); empty = not kept
+    save_every_accepted: int = 5  # save after this many accepted rounds (and on stop)
     loss: dict[str, Any] = field(default_factory=dict)  # LossConfig overrides (St4RTrack+ by default)
     klt: dict[str, Any] = field(default_factory=dict)  # KLTConfig overrides
 
@@ -113,8 +122,10 @@ def trainable_names(net: St4RTrackNet, params: str) -> list[str]:
 
 
 class AdaptationWorker:
-    def __init__(self, net: St4RTrackNet, config: AdaptationConfig, lock: threading.Lock | None = None) -> None:
+    def __init__(self, net: St4RTrackNet, config: AdaptationConfig, lock: threading.Lock | None = None,
+                 base_id: str | None = None) -> None:
         self.net = net
+        self.base_id = base_id or weights_fingerprint(net)  # identifies the base model adapted files belong to
         self.config = config
         self.lock = lock or threading.Lock()
         self.device = next(net.parameters()).device
@@ -139,6 +150,7 @@ class AdaptationWorker:
         self._thread: threading.Thread | None = None
         self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.version = 0
+        self._saved_version = 0
         self.rounds = self.accepted = self.rolled_back = self.resets = 0
         self._failures = 0
         self.last: RoundResult | None = None
@@ -159,15 +171,54 @@ class AdaptationWorker:
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """Ask the thread to stop after its current step; True if it ended within ``timeout``."""
+        """Ask the thread to stop after its current step, keep the adapted weights; True if it ended in time."""
         self._stop.set()
         self._wake.set()
+        ended = True
         if self._thread is not None:
             self._thread.join(timeout)
-            alive = self._thread.is_alive()
-            self._thread = None if not alive else self._thread
-            return not alive
-        return True
+            ended = not self._thread.is_alive()
+            self._thread = None if ended else self._thread
+        if ended and self.config.save_path and self.version > self._saved_version:
+            self.save()
+        return ended
+
+    # -- persistence ---------------------------------------------------------------------------------------------
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the adapted subset (atomically) with its provenance; the live weights are copied under the lock."""
+        target = Path(path or self.config.save_path)
+        if not str(target):
+            raise ValueError("no path to save adapted weights to (adaptation.save_path is empty)")
+        with self.lock:
+            tensors = {n: q.detach().clone() for n, (_, q) in zip(self.names, self._pairs, strict=True)}
+        info = {**{k: v for k, v in self.status().items() if k != "busy"}, "names": len(tensors),
+                "config": dataclasses.asdict(self.config)}
+        out = save_adapted(target, tensors, self.base_id, _json_safe(info))
+        self._saved_version = self.version
+        log.info("adaptation: saved weights version %d to %s", self.version, out)
+        return out
+
+    def load(self, path: str | Path | None = None) -> dict[str, Any]:
+        """Resume from adapted weights made for this base model; the version continues from the file's."""
+        tensors, info = load_adapted(Path(path or self.config.save_path), self.base_id)
+        if set(tensors) != set(self.names):
+            raise AdaptedCheckpointError(
+                f"adapted file holds another parameter subset ({len(tensors)} tensors; this worker adapts "
+                f"'{self.config.params}' = {len(self.names)})")
+        with self.lock, torch.no_grad():
+            for n, (_, q) in zip(self.names, self._pairs, strict=True):
+                if tuple(tensors[n].shape) != tuple(q.shape):
+                    raise AdaptedCheckpointError(f"shape of {n} differs: {tuple(tensors[n].shape)}")
+            for n, (p, q) in zip(self.names, self._pairs, strict=True):
+                q.copy_(tensors[n])
+                p.copy_(tensors[n].float())
+        self.version = int(info.get("version", 0))
+        self.rounds, self.accepted = int(info.get("rounds", 0)), int(info.get("accepted", 0))
+        self.rolled_back = int(info.get("rolled_back", 0))
+        self._saved_version = self.version
+        log.info("adaptation: resumed weights version %d from %s", self.version, path or self.config.save_path)
+        return info
 
     def submit(self, snapshot: WindowSnapshot) -> bool:
         """Offer a window; refused (False) when disabled or a round is running: the tracker never waits.
@@ -298,6 +349,8 @@ class AdaptationWorker:
         if result.accepted:
             self.accepted += 1
             self._failures = 0
+            if self.config.save_path and self.accepted % max(self.config.save_every_accepted, 1) == 0:
+                self.save()
         else:
             self.rolled_back += 1
             self._failures += 1
@@ -316,3 +369,14 @@ class AdaptationWorker:
         self.resets += 1
         self._failures = 0
         log.warning("adaptation: restored the initial weights (version %d)", self.version)
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN → None, tuples → lists: metadata must be strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
