@@ -20,8 +20,10 @@ test: lint unit
 bench: setup
 	$(PY) benchmarks/bench_model.py
 
+# Synthetic bag (cached in out/demo/cache) → st4rtrack-node over DDS → recorded outputs → out/demo/report/report.md.
+# Model: the embedded default, or DEMO_ARGS="--checkpoint PATH" / ST4R_DEMO_CHECKPOINT=PATH.
 demo: setup
-	$(PY) -m st4rtrack_ros.demo
+	$(PY) -m st4rtrack_ros.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

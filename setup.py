@@ -16,6 +16,8 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
+        # ros2 run/launch find executables in lib/<package>/ (console scripts land in bin/).
+        (f"lib/{PACKAGE}", ["scripts/st4rtrack-node"]),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -29,6 +31,9 @@ setup(
             "st4rtrack-synth = st4rtrack_ros.data.synth_cli:main",
             "st4rtrack-play = st4rtrack_ros.ros.play:main",
             "st4rtrack-eval = st4rtrack_ros.evaluation.cli:main",
+            "st4rtrack-adapt = st4rtrack_ros.adaptation.domain_cli:main",
+            "st4rtrack-train = st4rtrack_ros.training.cli:main",
+            "st4rtrack-node = st4rtrack_ros.ros.node:main",
         ],
     },
 )

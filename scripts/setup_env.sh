@@ -78,8 +78,30 @@ fix_ros_cmake_paths() {
   fi
 }
 
-# Later: build_messages (rosidl_generate_interfaces for msg/ into the venv prefix, after 'ros', before 'package'):
-#   run_step messages package.xml CMakeLists.txt msg/*.msg requirements/ros.txt -- build_messages
+# msg/ is its own ROS package (st4rtrack_msgs, ament_cmake; st4rtrack_ros itself is ament_python). Build it with
+# plain CMake into the venv prefix, so `from st4rtrack_msgs.msg import Track3DArray` works in the venv. The build
+# folder lives in the venv (.venv/.build), the generated Python package lands in its site-packages.
+build_messages() {
+  local py_inc build="$VENV/.build/st4rtrack_msgs"
+  py_inc=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  if [ ! -f "$py_inc/Python.h" ]; then
+    log "error: $py_inc/Python.h is missing; the message build needs the Python headers (python3-dev)"
+    return 1
+  fi
+  command -v cmake >/dev/null || { log "error: cmake is missing (apt-get install cmake)"; return 1; }
+  fix_ros_cmake_paths
+  rm -rf "$build"; mkdir -p "$build"
+  (
+    # shellcheck source=ros_env.sh
+    ST4R_VENV="$VENV" source scripts/ros_env.sh
+    cmake -S msg -B "$build" -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_PREFIX_PATH="$VENV" \
+      -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release >"$build.log" 2>&1 \
+      && cmake --build "$build" -j "$(nproc)" >>"$build.log" 2>&1 \
+      && cmake --install "$build" >>"$build.log" 2>&1
+  ) || { log "error: message build failed; see $build.log"; tail -n 30 "$build.log" >&2; return 1; }
+  "$VENV/bin/python" -c 'from st4rtrack_msgs.msg import Track3DArray, TrackerStatus' \
+    || { log "error: st4rtrack_msgs built but does not import"; return 1; }
+}
 
 install_package() {
   "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
@@ -102,6 +124,7 @@ make_venv
 run_step python-deps requirements/base.txt requirements/dev.txt -- install_python_deps
 if [ "${ST4R_SKIP_ROS:-0}" != "1" ]; then
   run_step ros requirements/ros.txt requirements/base.txt -- install_ros
+  run_step messages msg/package.xml msg/CMakeLists.txt msg/msg/*.msg requirements/ros.txt -- build_messages
 fi
 run_step package setup.py -- install_package
 log "ready: $VENV"

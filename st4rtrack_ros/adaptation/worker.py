@@ -66,6 +66,7 @@ class AdaptationConfig:
     synchronous: bool = False  # run rounds inside tracker.step (offline evaluation: reproducible, not for robots)
     save_path: str = ""  # adapted weights are kept here (atomic writes); empty = not kept
     save_every_accepted: int = 5  # save after this many accepted rounds (and on stop)
+    resume: bool = False  # at start, load save_path when it exists (refused if made for another base model)
     loss: dict[str, Any] = field(default_factory=dict)  # LossConfig overrides (St4RTrack+ by default)
     klt: dict[str, Any] = field(default_factory=dict)  # KLTConfig overrides
 
@@ -187,9 +188,9 @@ class AdaptationWorker:
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write the adapted subset (atomically) with its provenance; the live weights are copied under the lock."""
-        target = Path(path or self.config.save_path)
-        if not str(target):
+        if not (path or self.config.save_path):
             raise ValueError("no path to save adapted weights to (adaptation.save_path is empty)")
+        target = Path(path or self.config.save_path)
         with self.lock:
             tensors = {n: q.detach().clone() for n, (_, q) in zip(self.names, self._pairs, strict=True)}
         info = {**{k: v for k, v in self.status().items() if k != "busy"}, "names": len(tensors),

@@ -21,7 +21,9 @@ from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="st4rtrack-eval", description=__doc__)
+    ap = argparse.ArgumentParser(prog="st4rtrack-eval", description=__doc__,
+                                 epilog="st4rtrack-eval --live BAG --out DIR [--hz HZ] [--start-node ...]: replay the "
+                                 "bag into a running node over DDS and measure latency and drops (--live --help).")
     ap.add_argument("bag", type=Path, help="rosbag2 folder (mcap or sqlite3)")
     ap.add_argument("--out", type=Path, required=True, help="output folder for metrics.json, report.md, plots")
     ap.add_argument("--config", type=Path, help="YAML parameters file (config/tracker.yaml schema)")
@@ -37,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--live" in argv:  # replay into a running node over DDS (rclpy stays in st4rtrack_ros/ros/)
+        from st4rtrack_ros.ros.live_eval import main as live_main
+
+        return live_main([a for a in argv if a != "--live"])
     args = build_parser().parse_args(argv)
     try:
         section = load_section(args.config, "evaluation") if args.config else {}
