@@ -47,8 +47,28 @@ def compute_metrics(run: RunResult) -> dict[str, Any]:
     else:
         skipped["depth"] = "no /gt/depth in the bag"
     res["runtime"] = as_dict(latency_summary(run.latency_s, run.wall_s))
+    res["baselines"] = baselines(run)
     res["skipped"] = skipped
     return _finite(res)
+
+
+def baselines(run: RunResult) -> dict[str, Any]:
+    """Trivial predictions scored by the same metrics, so a model's numbers have a floor to beat:
+    a constant depth map, a camera that never moves, and tracked points that stay where the anchor saw them."""
+    out: dict[str, Any] = {}
+    pairs = [g for g in run.gt_depth if g is not None]
+    if pairs:
+        out["constant_depth"] = as_dict(evaluate_depth([np.ones_like(g) for g in pairs], pairs))
+    if run.gt_poses is not None:
+        gt_c0, _ = rebase_to_first_camera(run.gt_poses)
+        out["static_camera"] = as_dict(evaluate_poses(np.tile(np.eye(4), (len(gt_c0), 1, 1)), gt_c0, "sim3"))
+        if run.gt_tracks is not None:
+            _, tr = rebase_to_first_camera(run.gt_poses, run.gt_tracks)
+            still = np.broadcast_to(tr[:1], tr.shape).copy()
+            valid = np.isfinite(tr).all(-1) & np.isfinite(still).all(-1)
+            s = evaluate_tracks(still, tr, valid=valid, dynamic=run.gt_dynamic, alignments=("median",))
+            out["static_points"] = as_dict(s["median"])
+    return out
 
 
 def _finite(obj: Any) -> Any:
@@ -157,6 +177,17 @@ def write_report(run: RunResult, metrics: dict[str, Any], out: Path, meta: dict[
         c = metrics["camera"]
         lines += ["## Camera (Sim(3)-aligned)", "", f"ATE {_fmt(c['ate'])} m, RPE translation "
                   f"{_fmt(c['rpe_trans'])} m, RPE rotation {_fmt(c['rpe_rot'])}°", ""]
+    b = metrics.get("baselines", {})
+    if b:
+        lines += ["## Baselines (same harness)", "", "| baseline | metric | value |", "|---|---|---|"]
+        if "constant_depth" in b:
+            lines.append(f"| constant depth | AbsRel | {_fmt(b['constant_depth']['abs_rel'])} |")
+        if "static_camera" in b:
+            lines.append(f"| camera never moves | ATE (m) | {_fmt(b['static_camera']['ate'])} |")
+        if "static_points" in b:
+            lines.append(f"| points stay where the anchor saw them | EPE (m) / APD | {_fmt(b['static_points']['epe'])}"
+                         f" / {_fmt(b['static_points']['apd'])} |")
+        lines.append("")
     r = metrics["runtime"]
     lines += ["## Runtime", "", f"latency p50 {_fmt(r['p50_ms'])} ms, p95 {_fmt(r['p95_ms'])} ms, "
               f"{_fmt(r['fps'])} frames/s", ""]

@@ -45,6 +45,8 @@ def test_eval_cli_writes_complete_metrics_and_plots(bag, checkpoint, tmp_path):
     assert metrics["depth"]["n_frames"] == 6 and metrics["depth"]["abs_rel"] >= 0
     assert metrics["camera"]["n_poses"] == 6 and metrics["camera"]["ate"] >= 0
     assert metrics["runtime"]["n_frames"] == 6 and metrics["runtime"]["p50_ms"] > 0
+    b = metrics["baselines"]
+    assert b["constant_depth"]["abs_rel"] > 0.01 and b["static_camera"]["ate"] > 0 and b["static_points"]["epe"] > 0
     for pic in ("trajectory.png", "errors_over_time.png", "reconstruction_tracks.png"):
         assert (out / pic).stat().st_size > 1000
         assert pic in (out / "report.md").read_text()
@@ -85,6 +87,7 @@ def test_runner_with_ground_truth_pointmaps_scores_perfectly(tmp_path, mode):
     assert metrics["pose_success_rate"] == 1.0
     assert metrics["camera"]["ate"] < 1e-3 and metrics["camera"]["rpe_rot"] < 0.05
     assert metrics["depth"]["abs_rel"] < 1e-3 and metrics["depth"]["delta_1_25"] > 99.9
+    assert metrics["baselines"]["constant_depth"]["abs_rel"] > 100 * metrics["depth"]["abs_rel"]
     # Bilinear reads of the tracking pointmap at sub-pixel queries blend across depth edges for a few queries;
     # online, a track whose surface turns away is dropped and holds its last position.
     for alignment in ("median", "sim3"):
