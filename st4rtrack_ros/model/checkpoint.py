@@ -6,7 +6,8 @@ Three formats:
   ``Namespace``, NumPy scalars); anything else is refused before it can run. The architecture is read from the
   constructor string by walking its syntax tree and accepting literals only — it is never ``eval``-ed.
 - Hugging Face style folder: ``config.json`` + ``model.safetensors``.
-- ours: one ``.safetensors`` file whose metadata holds the ``ModelConfig`` as JSON.
+- ours: one ``.safetensors`` file whose metadata holds the ``ModelConfig`` as JSON (optionally in fp16/bf16 and
+  split into ``stem-0000i-of-0000n.safetensors`` shards, for channels that limit file sizes).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import logging
 import math
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -224,8 +226,27 @@ def _load_hf_folder(path: Path, device: torch.device | str, image_size: tuple[in
     return _load_into(_config_from_mapping(cfg_dict, image_size), sd, device, str(path))
 
 
+_SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})$")
+
+
+def _shard_files(path: Path) -> list[Path] | None:
+    """All shards of a sharded checkpoint (``stem-0000i-of-0000n.safetensors``) given any one of them, else None."""
+    m = _SHARD_RE.match(path.stem)
+    if m is None:
+        return None
+    n = int(m["n"])
+    files = [path.with_name(f"{m['stem']}-{i:05d}-of-{n:05d}.safetensors") for i in range(1, n + 1)]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise CheckpointError(f"sharded checkpoint {path} is incomplete: missing {missing}")
+    return files
+
+
 def _load_ours(path: Path, device: torch.device | str, image_size: tuple[int, int] | None) -> St4RTrackNet:
-    sd, meta = _read_safetensors(path)
+    sd, meta = {}, {}
+    for f in _shard_files(path) or [path]:
+        part, meta = _read_safetensors(f)
+        sd.update(part)
     if "config" not in meta:
         raise CheckpointError(f"{path}: safetensors file without a 'config' entry in its metadata")
     return _load_into(_config_from_mapping(json.loads(meta["config"]), image_size), sd, device, str(path))
@@ -239,6 +260,8 @@ def load_checkpoint(
     ``image_size`` (width, height) overrides the run resolution stored with the weights.
     """
     path = Path(path)
+    if not path.exists() and path.suffix == ".safetensors":  # "model.safetensors" saved as model-00001-of-000n
+        path = next(iter(sorted(path.parent.glob(f"{path.stem}-00001-of-?????.safetensors"))), path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -248,11 +271,36 @@ def load_checkpoint(
     return _load_official(path, device, image_size)
 
 
-def save_checkpoint(net: St4RTrackNet, path: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
-    """Write our format: safetensors (no pickle) with the config and free-form string metadata."""
+def save_checkpoint(net: St4RTrackNet, path: str | Path, metadata: Mapping[str, str] | None = None,
+                    dtype: torch.dtype | None = None, max_shard_bytes: int | None = None) -> Path:
+    """Write our format: safetensors (no pickle) with the config and free-form string metadata.
+
+    ``dtype`` (e.g. ``torch.float16``) stores floating tensors at lower precision (the loader returns fp32).
+    ``max_shard_bytes`` splits a larger file into ``stem-0000i-of-0000n.safetensors`` shards (transfer channels
+    limit file sizes; the limit counts the header), each carrying the metadata; the first shard's path is returned,
+    and ``load_checkpoint`` accepts any shard or the unsharded name. A tensor larger than the limit gets its own.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items() if ".scratch.layer_rn." not in k}
+    if dtype is not None:
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     meta = {"format": OUR_FORMAT, "config": json.dumps(net.config.to_dict()), **(metadata or {})}
-    save_file(sd, str(path), metadata=meta)
-    return path
+    header = len(json.dumps(meta)) + 64  # the limit bounds the file: count the header, ~100 B per tensor entry
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = header
+    for k, v in sd.items():
+        nbytes = v.numel() * v.element_size() + len(k) + 100
+        if max_shard_bytes is not None and shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = header
+        shards[-1][k] = v
+        size += nbytes
+    if len(shards) == 1:
+        save_file(sd, str(path), metadata=meta)
+        return path
+    n = len(shards)
+    files = [path.with_name(f"{path.stem}-{i:05d}-of-{n:05d}.safetensors") for i in range(1, n + 1)]
+    for f, part in zip(files, shards, strict=True):
+        save_file(part, str(f), metadata=meta)
+    return files[0]

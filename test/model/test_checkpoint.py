@@ -21,6 +21,7 @@ from st4rtrack_ros.model.checkpoint import (
     save_checkpoint,
 )
 from st4rtrack_ros.model.config import preset
+from st4rtrack_ros.model.network import St4RTrackNet
 
 TINY_CTOR = (
     "AsymmetricCroCo3DStereo(pos_embed='RoPE100', patch_embed_cls='ManyAR_PatchEmbed', img_size=(512, 512), "
@@ -146,3 +147,24 @@ def test_official_constructor_gives_official_config():
     name, kw = parse_constructor(VITL_CTOR)
     assert name == "AsymmetricCroCo3DStereo" and kw["depth_mode"] == ("exp", -float("inf"), float("inf"))
     assert config_from_constructor(VITL_CTOR) == preset("vitl_512")
+
+
+def test_half_precision_sharded_save_loads_back(tmp_path):
+    """fp16 + shards (size-limited transfers): any shard or the plain name loads, outputs match to fp16 precision."""
+    net = St4RTrackNet(preset("tiny_128")).eval()
+    first = save_checkpoint(net, tmp_path / "model.safetensors", dtype=torch.float16, max_shard_bytes=100_000)
+    shards = sorted(tmp_path.glob("model-*-of-*.safetensors"))
+    assert first == shards[0] and len(shards) >= 2
+    assert all(f.stat().st_size <= 100_000 for f in shards)
+    img1, img2 = torch.rand(1, 3, 80, 128) * 2 - 1, torch.rand(1, 3, 80, 128) * 2 - 1
+    with torch.no_grad():
+        ref = net(img1, img2)
+        for p in (tmp_path / "model.safetensors", shards[-1]):
+            out = load_checkpoint(p)(img1, img2)
+            assert next(load_checkpoint(p).parameters()).dtype == torch.float32
+            assert torch.allclose(out.track_pts, ref.track_pts, rtol=2e-2, atol=2e-3)
+    shards[1].unlink()
+    with pytest.raises(CheckpointError, match="incomplete"):
+        load_checkpoint(shards[0])
+    single = save_checkpoint(net, tmp_path / "one.safetensors", dtype=torch.bfloat16)
+    assert single.name == "one.safetensors" and load_checkpoint(single).config == net.config

@@ -1,0 +1,402 @@
+"""The supervised training loop: AdamW, warm-up + cosine LR, grad clipping, bf16 autocast on CUDA, exact resume.
+
+Resumability without data-pipeline state: batch ``s`` is made of groups ``s·G .. s·G+G-1`` (G groups per batch),
+each a pure function of its index (``training.data``), and the learning rate is a pure function of the step. A
+checkpoint therefore only holds the model (``ckpt/last.safetensors``, our safetensors format) and
+``ckpt/last_state.pt`` (optimizer state, step, RNG states, config: plain tensors/containers, loaded with
+``weights_only=True``). Training N steps, stopping, and resuming for M gives the N+M-step run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import multiprocessing as mp
+import random
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from st4rtrack_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from st4rtrack_ros.model.config import preset as model_preset
+from st4rtrack_ros.model.network import St4RTrackNet
+from st4rtrack_ros.training.data import DataConfig, PairGroups, collate_groups, worker_init
+from st4rtrack_ros.training.losses import LossConfig, supervised_loss
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model_preset: str = "small_256"
+    steps: int = 20_000  # length of the LR schedule (and the run, unless stopped earlier)
+    batch_size: int = 8  # pairs per step; a multiple of data.pairs_per_seq
+    lr: float = 2e-4
+    min_lr_ratio: float = 0.01
+    warmup_steps: int = 500
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    seed: int = 0
+    num_workers: int = 0
+    eval_every: int = 500
+    n_val_groups: int = 16
+    ckpt_every: int = 1000
+    log_every: int = 10
+    time_budget_s: float | None = None
+    budget_schedule: bool = False  # cosine follows max(step, time) progress (wall-clock dependent: no exact resume)
+    amp: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU) | "bf16" | "none"
+    freeze_encoder: bool = False
+    init: str | None = None  # checkpoint to start from (any format load_checkpoint reads)
+    # > 0: cycle over a finite pool of this many training groups instead of fresh ones. 1 = a fixed-batch overfitting
+    # check; thousands + data.cache_dir = rendered once, then re-read (the GPU is ~3× faster than fresh rendering).
+    pool_groups: int = 0
+    export_dtype: str = "fp32"  # dtype of the final model.safetensors export
+    max_shard_mib: float | None = None  # split the export into shards of at most this size
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.data.pairs_per_seq:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of pairs_per_seq "
+                             f"{self.data.pairs_per_seq}")
+        if self.export_dtype not in _DTYPES:
+            raise ValueError(f"export_dtype must be one of {sorted(_DTYPES)}")
+        if self.amp not in ("auto", "bf16", "none"):
+            raise ValueError("amp must be 'auto', 'bf16' or 'none'")
+
+    @property
+    def groups_per_batch(self) -> int:
+        return self.batch_size // self.data.pairs_per_seq
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        data = DataConfig(**{k: tuple(v) if k == "presets" else v for k, v in d.pop("data", {}).items()})
+        loss = LossConfig(**d.pop("loss", {}))
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(data=data, loss=loss, **d)
+
+
+def lr_at(cfg: TrainConfig, step: int, time_frac: float = 0.0) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr·min_lr_ratio`` at ``steps``.
+
+    ``time_frac`` (elapsed / time budget, with ``budget_schedule``) lets the decay finish when the time runs out
+    even if fewer than ``steps`` steps fit: the cosine follows whichever of the two progresses is further.
+    """
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = min(1.0, max((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps), time_frac))
+    lo = cfg.lr * cfg.min_lr_ratio
+    return lo + 0.5 * (cfg.lr - lo) * (1.0 + math.cos(math.pi * t))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 — the global generator, for any code that still uses it
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    """RNG states as tensors and plain values only, so the state file loads with ``weights_only=True``."""
+    np_state = np.random.get_state()  # noqa: NPY002 — saved so a resumed run continues it
+    py_state = random.getstate()
+    out: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    n = s["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))  # noqa: NPY002
+    p = s["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 for the encoder/decoders on CUDA (the network keeps its heads in fp32 itself)."""
+    use = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use else contextlib.nullcontext()
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@dataclass
+class TrainResult:
+    net: St4RTrackNet
+    step: int  # steps completed
+    losses: list[float]  # training loss of each step run in this call
+    stopped_by_budget: bool
+    checkpoint: Path  # ckpt/last.safetensors (fp32, resumable)
+    export: Path  # model.safetensors (export dtype; first shard if sharded)
+    last_val: dict[str, float] | None = None
+
+
+class Trainer:
+    """Owns model, optimizer, data and logs of one run directory; ``run()`` trains until done, stopped or out of
+    time, then writes the checkpoint, the export and the loss curves."""
+
+    def __init__(self, cfg: TrainConfig | None, out_dir: str | Path, resume: bool = False) -> None:
+        """``cfg=None`` with ``resume`` reuses the configuration saved in the run directory."""
+        self.out = Path(out_dir)
+        self.ckpt_dir = self.out / "ckpt"
+        state_file = self.ckpt_dir / "last_state.pt"
+        self.step = 0
+        state = None
+        if resume and state_file.is_file():
+            state = torch.load(state_file, map_location="cpu", weights_only=True)
+            cfg = TrainConfig.from_dict(state["config"]) if cfg is None else cfg
+            self.step = int(state["step"])
+        if cfg is None:
+            raise FileNotFoundError(f"nothing to resume in {self.out} (no ckpt/last_state.pt) and no config given")
+        self.cfg = cfg
+        self.device = _device(cfg)
+        seed_everything(cfg.seed)
+        mcfg = model_preset(cfg.model_preset).with_image_size(cfg.data.width, cfg.data.height)
+        if state is not None:
+            self.net = load_checkpoint(self.ckpt_dir / "last.safetensors", self.device)
+        elif cfg.init:
+            self.net = load_checkpoint(cfg.init, self.device, image_size=(cfg.data.width, cfg.data.height))
+        else:
+            self.net = St4RTrackNet(mcfg).to(self.device)
+        self.net.train()
+        if cfg.freeze_encoder:
+            for p in self.net.trainable_groups()["encoder"]:
+                p.requires_grad_(False)
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]  # norms, biases, tokens: no weight decay
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr, betas=cfg.betas, fused=self.device.type == "cuda",
+        )
+        if state is not None:
+            self.opt.load_state_dict(state["optimizer"])
+            _set_rng_state(state["rng"])
+            log.info("resumed %s at step %d", self.out, self.step)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        in_memory = cfg.pool_groups if cfg.num_workers == 0 and cfg.pool_groups <= 64 else 0  # small pools only
+        self.train_set = PairGroups(cfg.data, "train", memory_cache=in_memory)
+        self.val_set = PairGroups(cfg.data, "val", memory_cache=cfg.n_val_groups)
+
+    # -- data ---------------------------------------------------------------------------------------------------
+
+    def _group_indices(self, first_step: int) -> Iterator[int]:
+        g = self.cfg.groups_per_batch
+        for i in range(first_step * g, self.cfg.steps * g):
+            yield i % self.cfg.pool_groups if self.cfg.pool_groups else i
+
+    def _loader(self, first_step: int) -> DataLoader:
+        """Workers start from a forkserver, not by forking this process: a fork after torch's OpenMP pool (or
+        CUDA) has run can deadlock the child (seen in the test suite)."""
+        nw = self.cfg.num_workers
+        ctx = None
+        if nw:
+            methods = mp.get_all_start_methods()
+            ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+        return DataLoader(self.train_set, batch_size=self.cfg.groups_per_batch, sampler=self._group_indices(
+            first_step), collate_fn=collate_groups, num_workers=nw, worker_init_fn=worker_init if nw else None,
+            pin_memory=self.device.type == "cuda", prefetch_factor=4 if nw else None, persistent_workers=False,
+            multiprocessing_context=ctx)
+
+    # -- evaluation ---------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Loss without the confidence term plus scale-aligned 3D EPE (m) per head, on the fixed validation set."""
+        self.net.eval()
+        g = self.cfg.groups_per_batch
+        sums: dict[str, float] = {}
+        n = 0
+        for start in range(0, self.cfg.n_val_groups, g):
+            batch = _to(collate_groups([self.val_set[i] for i in range(start, min(start + g,
+                                                                                   self.cfg.n_val_groups))]),
+                        self.device)
+            with _autocast(self.cfg, self.device):
+                out = self.net(batch["img1"], batch["img2"])
+            _, terms = supervised_loss(out, batch, self.cfg.loss, with_conf=False)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n += 1
+        self.net.train()
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    # -- checkpoints --------------------------------------------------------------------------------------------
+
+    def save(self) -> Path:
+        """Model (fp32 safetensors) then state; the state file is written last, so its presence means complete."""
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        path = save_checkpoint(self.net, self.ckpt_dir / "last.safetensors", metadata={"step": str(self.step)})
+        state = {"step": self.step, "optimizer": self.opt.state_dict(), "rng": _rng_state(),
+                 "config": self.cfg.to_dict()}
+        tmp = self.ckpt_dir / "last_state.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.ckpt_dir / "last_state.pt")
+        return path
+
+    def export(self) -> Path:
+        """The deliverable: ``model.safetensors`` in the export dtype, sharded when a size limit is set."""
+        for old in self.out.glob("model*.safetensors"):
+            old.unlink()
+        shard = None if self.cfg.max_shard_mib is None else int(self.cfg.max_shard_mib * 2**20)
+        return save_checkpoint(self.net, self.out / "model.safetensors", metadata={"step": str(self.step)},
+                               dtype=_DTYPES[self.cfg.export_dtype], max_shard_bytes=shard)
+
+    # -- the loop -----------------------------------------------------------------------------------------------
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def run(self, stop_at_step: int | None = None) -> TrainResult:
+        """Train from ``self.step`` to ``cfg.steps`` (or ``stop_at_step``, or the time budget)."""
+        cfg = self.cfg
+        end = min(cfg.steps, stop_at_step) if stop_at_step is not None else cfg.steps
+        t0 = time.perf_counter()
+        losses: list[float] = []
+        by_budget = False
+        last_val = None
+        start_step = self.step
+        window_t, window_n = time.perf_counter(), 0
+        if self.step < end:
+            for batch in self._loader(self.step):
+                if self.step >= end:
+                    break
+                frac = 0.0
+                if cfg.budget_schedule and cfg.time_budget_s:
+                    frac = (time.perf_counter() - t0) / cfg.time_budget_s
+                lr = lr_at(cfg, self.step, frac)
+                for group in self.opt.param_groups:
+                    group["lr"] = lr
+                batch = _to(batch, self.device)
+                with _autocast(cfg, self.device):
+                    out = self.net(batch["img1"], batch["img2"])
+                loss, terms = supervised_loss(out, batch, cfg.loss)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+                self.opt.step()
+                self.step += 1
+                window_n += cfg.batch_size
+                vals = torch.stack([gnorm.float(), *terms.values()]).tolist()  # one host sync per step
+                rec = {"step": self.step, "split": "train", "lr": lr, "grad_norm": vals[0],
+                       **dict(zip(terms, vals[1:], strict=True))}
+                losses.append(rec["loss"])
+                self._log(rec)
+                elapsed = time.perf_counter() - t0
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    now = time.perf_counter()
+                    sps = window_n / max(now - window_t, 1e-9)
+                    window_t, window_n = now, 0
+                    per_step = elapsed / (self.step - start_step)
+                    eta = per_step * (end - self.step)
+                    if cfg.time_budget_s is not None:
+                        eta = min(eta, max(0.0, cfg.time_budget_s - elapsed))
+                    print(f"step {self.step}/{end} loss {rec['loss']:.4f} (track {rec['track']:.3f} recon "
+                          f"{rec['recon']:.3f} depth {rec['depth']:.3f} align {rec['align']:.3f}) lr {lr:.2e} "
+                          f"{sps:.1f} samples/s ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    last_val = self._validate()
+                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
+                    self.save()
+                if cfg.time_budget_s is not None and time.perf_counter() - t0 >= cfg.time_budget_s:
+                    by_budget = self.step < end
+                    print(f"time budget {cfg.time_budget_s:.0f} s reached at step {self.step}: stopping",
+                          file=sys.stderr, flush=True)
+                    break
+        if cfg.eval_every and (last_val is None or self.step % cfg.eval_every) and self.step > start_step:
+            last_val = self._validate()
+        ckpt = self.save()
+        export = self.export()
+        self._plot()
+        self.net.eval()
+        return TrainResult(self.net, self.step, losses, by_budget, ckpt, export, last_val)
+
+    def _validate(self) -> dict[str, float]:
+        val = self.evaluate()
+        self._log({"step": self.step, "split": "val", **val})
+        print(f"val @ {self.step}: loss {val['loss']:.4f} EPE track {val['epe_track']:.3f} m (dyn "
+              f"{val['epe_track_dyn']:.3f}) recon {val['epe_recon']:.3f} m", file=sys.stderr, flush=True)
+        return val
+
+    def _plot(self) -> Path | None:
+        """Loss curves from the whole log (all resumed segments): training loss (smoothed), validation terms."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:  # plotting is a convenience; never fail a run for it
+            return None
+        recs = [json.loads(line) for line in (self.out / "log.jsonl").read_text().splitlines() if line.strip()]
+        tr = [r for r in recs if r["split"] == "train"]
+        va = [r for r in recs if r["split"] == "val"]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        if tr:
+            s = np.array([r["step"] for r in tr])
+            for key in ("loss", "track", "recon"):
+                y = np.array([r[key] for r in tr])
+                k = max(1, len(y) // 50)
+                ys = np.convolve(y, np.ones(k) / k, mode="valid")
+                axes[0].plot(s[k - 1:], ys, label=f"train {key}")
+        axes[0].set_xlabel("step")
+        axes[0].set_title("training loss (with confidence term)")
+        axes[0].legend()
+        if va:
+            s = [r["step"] for r in va]
+            for key in ("epe_track", "epe_track_dyn", "epe_recon"):
+                axes[1].plot(s, [r[key] for r in va], marker="o", label=f"val {key} (m)")
+            ax2 = axes[1].twinx()
+            ax2.plot(s, [r["loss"] for r in va], "k--", label="val loss (no conf)")
+            ax2.legend(loc="upper center")
+        axes[1].set_xlabel("step")
+        axes[1].set_title("validation")
+        if va:
+            axes[1].legend()
+        fig.tight_layout()
+        path = self.out / "loss_curves.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+
+def train(cfg: TrainConfig | None, out_dir: str | Path, resume: bool = False, stop_at_step: int | None = None
+          ) -> TrainResult:
+    """Train (or resume the run in ``out_dir``); see :class:`Trainer`."""
+    return Trainer(cfg, out_dir, resume=resume).run(stop_at_step=stop_at_step)

@@ -1,0 +1,95 @@
+"""Supervised St4RTrack pretraining loss (pointmap form), scale-relative and confidence-weighted.
+
+Per pair, both ground-truth pointmaps are divided by s_gt = mean ‖X‖ over the valid pixels of the GT reconstruction
+(head 2) and both predicted pointmaps by s_pred, the same mean over the same pixels of the *predicted*
+reconstruction (not detached). Only the shape of the scene is supervised, never its absolute scale, which a
+monocular pair cannot determine; the network may output any scale.
+
+L = L_traj + λ_depth·L_depth + λ_align·L_align, with L_traj = C(head 1) + C(head 2) and, per head with valid
+pixels V, error e = ‖X̂/s_pred − X/s_gt‖ and confidence c:
+  C = mean_V [ c·e − α·log c ]                          on static pixels
+      mean_V [ w·e + c·sg(e) − α·log c ]                on moving pixels, w = sg(k · max c over static valid pixels)
+(sg = stop-gradient, k = 5, α = 0.2). On moving pixels the 3D error is pushed with a fixed, large weight, so the
+network cannot trade their error for a lower confidence; the confidence itself still gets the usual calibrating
+gradient (c·sg(e) − α log c, minimised at c = α/e).
+L_depth = mean over head-2 valid pixels of |ẑ/s_pred − z/s_gt| (z of the reconstruction in the anchor camera).
+L_align = mean over valid pixels of the self pairs (anchor, anchor) of ‖X̂₁/s_pred − X̂₂/s_pred‖: both heads then
+describe the same surface point at the same time, so they must agree (0 when the batch has no self pair).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from st4rtrack_ros.model.network import PairOutput
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    alpha: float = 0.2  # weight of −log c
+    lambda_depth: float = 1.0
+    lambda_align: float = 1.0
+    dyn_factor: float = 5.0  # w = dyn_factor × max static confidence (detached)
+    dynamic_reweight: bool = True
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+def pair_scale(pts: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B,) mean distance to the origin of the valid points of each pair (B, H, W, 3); ≥ 1e-8."""
+    d = torch.linalg.vector_norm(pts, dim=-1)
+    m = valid.to(d.dtype)
+    return ((d * m).sum((1, 2)) / m.sum((1, 2)).clamp_min(1.0)).clamp_min(1e-8)
+
+
+def confidence_loss(err: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor, dynamic: torch.Tensor,
+                    cfg: LossConfig) -> torch.Tensor:
+    """C of one head (see the module docstring); all inputs (B, H, W)."""
+    static = valid & ~dynamic
+    moving = valid & dynamic
+    per_pixel = conf * err - cfg.alpha * torch.log(conf)
+    if cfg.dynamic_reweight:  # written without host syncs (no .any() branches): conf > 1, so 0 is a safe filler
+        zero = conf.new_zeros(())
+        ref = torch.where(static.any(), torch.where(static, conf, zero).amax(), torch.where(valid, conf, zero).amax())
+        w = (cfg.dyn_factor * ref).detach()
+        dyn_pixel = w * err + conf * err.detach() - cfg.alpha * torch.log(conf)
+        per_pixel = torch.where(moving, dyn_pixel, per_pixel)
+    return _masked_mean(per_pixel, valid)
+
+
+def supervised_loss(out: PairOutput, batch: dict[str, torch.Tensor], cfg: LossConfig, with_conf: bool = True
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its detached terms plus metrics; ``with_conf=False`` (validation) drops the confidence:
+    C becomes the plain mean error over valid pixels.
+
+    Metrics: ``epe_track``/``epe_recon`` = mean ‖X̂·s_gt/s_pred − X‖ in metres (scale-aligned 3D end-point error
+    per head), ``epe_track_dyn`` the same on moving anchor pixels.
+    """
+    tv, rv = batch["track_valid"], batch["recon_valid"]
+    s_gt = pair_scale(batch["recon_pts"], rv)[:, None, None, None]
+    s_pr = pair_scale(out.recon_pts, rv)[:, None, None, None]
+    t_pr, r_pr = out.track_pts / s_pr, out.recon_pts / s_pr
+    t_gt, r_gt = batch["track_pts"] / s_gt, batch["recon_pts"] / s_gt
+    e1 = torch.linalg.vector_norm(t_pr - t_gt, dim=-1)
+    e2 = torch.linalg.vector_norm(r_pr - r_gt, dim=-1)
+    if with_conf:
+        c1 = confidence_loss(e1, out.track_conf, tv, batch["track_dyn"], cfg)
+        c2 = confidence_loss(e2, out.recon_conf, rv, batch["recon_dyn"], cfg)
+    else:
+        c1, c2 = _masked_mean(e1, tv), _masked_mean(e2, rv)
+    l_depth = _masked_mean((r_pr[..., 2] - r_gt[..., 2]).abs(), rv)
+    self_mask = batch["is_self"][:, None, None] & tv & rv
+    l_align = _masked_mean(torch.linalg.vector_norm(t_pr - r_pr, dim=-1), self_mask)
+    total = c1 + c2 + cfg.lambda_depth * l_depth + cfg.lambda_align * l_align
+    s = s_gt[..., 0]
+    terms = {
+        "loss": total, "track": c1, "recon": c2, "depth": l_depth, "align": l_align,
+        "epe_track": _masked_mean(e1 * s, tv), "epe_recon": _masked_mean(e2 * s, rv),
+        "epe_track_dyn": _masked_mean(e1 * s, tv & batch["track_dyn"]),
+    }
+    return total, {k: v.detach() for k, v in terms.items()}
