@@ -10,6 +10,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["weights/*.safetensors", "weights/*.md"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -32,6 +33,7 @@ setup(
             "st4rtrack-play = st4rtrack_ros.ros.play:main",
             "st4rtrack-eval = st4rtrack_ros.evaluation.cli:main",
             "st4rtrack-adapt = st4rtrack_ros.adaptation.domain_cli:main",
+            "st4rtrack-study = st4rtrack_ros.evaluation.study:main",
             "st4rtrack-train = st4rtrack_ros.training.cli:main",
             "st4rtrack-node = st4rtrack_ros.ros.node:main",
         ],

@@ -23,6 +23,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,10 @@ class AdaptationConfig:
     save_path: str = ""  # adapted weights are kept here (atomic writes); empty = not kept
     save_every_accepted: int = 5  # save after this many accepted rounds (and on stop)
     resume: bool = False  # at start, load save_path when it exists (refused if made for another base model)
+    # Robustness-study knobs (st4rtrack-study): corrupt the pseudo-labels on purpose. Keep 0 on a robot.
+    corrupt_tracks: float = 0.0  # fraction of 2D pseudo-tracks replaced by wrong ones (random image positions)
+    depth_noise: float = 0.0  # multiplicative log-normal noise (σ) on depth pseudo-labels
+    depth_holes: float = 0.0  # fraction of depth pseudo-label pixels removed
     loss: dict[str, Any] = field(default_factory=dict)  # LossConfig overrides (St4RTrack+ by default)
     klt: dict[str, Any] = field(default_factory=dict)  # KLTConfig overrides
 
@@ -77,6 +82,8 @@ class AdaptationConfig:
             raise ValueError("need window_frames ≥ 3 and 1 ≤ holdout_frames ≤ window_frames − 2")
         if not 0.0 < self.duty_cycle <= 1.0:
             raise ValueError("duty_cycle must lie in (0, 1]")
+        if not (0.0 <= self.corrupt_tracks <= 1.0 and 0.0 <= self.depth_holes <= 1.0 and self.depth_noise >= 0.0):
+            raise ValueError("corrupt_tracks and depth_holes must lie in [0, 1], depth_noise ≥ 0")
         if self.steps < 1 or self.lr <= 0 or self.every_n_frames < 1:
             raise ValueError("steps ≥ 1, lr > 0 and every_n_frames ≥ 1 are required")
         LossConfig.from_dict(self.loss)  # fail at start-up, not in the first round
@@ -155,6 +162,7 @@ class AdaptationWorker:
         self.rounds = self.accepted = self.rolled_back = self.resets = 0
         self._failures = 0
         self.last: RoundResult | None = None
+        self.history: deque[RoundResult] = deque(maxlen=1000)  # recent rounds (loss curves, stability)
 
     # -- control -------------------------------------------------------------------------------------------------
 
@@ -268,13 +276,32 @@ class AdaptationWorker:
         rgb = snap.rgb[frames]
         query = anchor_queries(rgb[0], self.klt_cfg)
         uv, vis = klt_tracks(rgb, query, self.klt_cfg)
+        depth = snap.depth[frames] if snap.depth is not None else None
+        uv, depth = self._corrupt(uv, depth, rgb.shape[1:3])
         dev = self.device
-        depth = None
-        if snap.depth is not None:
-            depth = torch.as_tensor(snap.depth[frames], dtype=torch.float32, device=dev)
         return PseudoLabels(query_uv=torch.as_tensor(query, dtype=torch.float32, device=dev),
                             tracks_uv=torch.as_tensor(uv, device=dev), track_vis=torch.as_tensor(vis, device=dev),
-                            mono_depth=depth)
+                            mono_depth=None if depth is None else torch.as_tensor(depth, dtype=torch.float32,
+                                                                                   device=dev))
+
+    def _corrupt(self, uv: np.ndarray, depth: np.ndarray | None, hw: tuple[int, int]
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The study's deliberate label noise (seeded): wrong 2D tracks that still look visible, noisy depth with
+        holes. A no-op with the defaults."""
+        cfg = self.config
+        if not (cfg.corrupt_tracks or cfg.depth_noise or cfg.depth_holes):
+            return uv, depth
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=self._gen)))
+        uv = uv.copy()
+        n = uv.shape[1]
+        bad = rng.permutation(n)[: round(cfg.corrupt_tracks * n)]
+        if len(bad):
+            h, w = hw
+            uv[1:, bad] = rng.uniform((0, 0), (w - 1, h - 1), size=(uv.shape[0] - 1, len(bad), 2))
+        if depth is not None:
+            depth = depth * np.exp(rng.normal(0.0, cfg.depth_noise, depth.shape)).astype(np.float32)
+            depth[rng.random(depth.shape) < cfg.depth_holes] = 0.0
+        return uv, depth
 
     def _loss(self, snap: WindowSnapshot, frames: list[int], labels: PseudoLabels) -> torch.Tensor:
         imgs = snap.images[frames].to(self.device)
@@ -347,6 +374,7 @@ class AdaptationWorker:
     def _record(self, result: RoundResult) -> None:
         self.rounds += 1
         self.last = result
+        self.history.append(result)
         if result.accepted:
             self.accepted += 1
             self._failures = 0

@@ -30,6 +30,7 @@ class RunConfig:
     max_queries: int = 2048  # GT query tracks scored (sub-sampled deterministically beyond this)
     keep_cloud_every: int = 8  # keep every k-th frame's coloured reconstruction for the report picture
     progress_every: int = 16  # progress line on stderr every k frames (0 = quiet)
+    depth_to_tracker: bool = False  # hand the bag's depth to the tracker as the robot's depth image (adaptation labels)
 
 
 def protocol_config(base: TrackerConfig) -> TrackerConfig:
@@ -125,7 +126,9 @@ def run_frames(frames: Iterable[BagFrame], tracker: OnlineTracker, cfg: RunConfi
             query_ids, query_uv = _query_pixels(frame, mapping, cfg.max_queries)
             k_source = "camera_info" if frame.k is not None else "weiszfeld"
         t0 = time.perf_counter()
-        res = tracker.step(FrameInput(frame.stamp_ns, frame.image, frame.k), queries=query_uv if i == 0 else None)
+        depth = frame.gt_depth if cfg.depth_to_tracker else None
+        res = tracker.step(FrameInput(frame.stamp_ns, frame.image, frame.k, depth),
+                           queries=query_uv if i == 0 else None)
         lat.append(time.perf_counter() - t0)
         k_model = res.k_model
 
