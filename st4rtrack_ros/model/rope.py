@@ -31,7 +31,13 @@ def rope_tables(
     hit = _TABLES.get(key)
     if hit is not None:
         return hit
-    rows, cols = key[0], key[1]
+    with torch.inference_mode(False):  # cached across calls: must also serve autograd (training, adaptation)
+        tables = _build(key[0], key[1], head_dim, base, device, dtype)
+    _TABLES[key] = tables
+    return tables
+
+
+def _build(rows: int, cols: int, head_dim: int, base: float, device: torch.device | str, dtype: torch.dtype) -> Rope:
     axis_dim = head_dim // 2
     quarter = head_dim // 4
     inv_freq = 1.0 / (base ** (torch.arange(0, axis_dim, 2, dtype=torch.float32) / axis_dim))
@@ -45,9 +51,7 @@ def rope_tables(
     q = torch.arange(quarter)
     perm = torch.cat((q + quarter, q, q + 3 * quarter, q + 2 * quarter))
     sign = torch.cat((-torch.ones(quarter), torch.ones(quarter), -torch.ones(quarter), torch.ones(quarter)))
-    tables = (full.cos().to(device, dtype), (full.sin() * sign).to(device, dtype), perm.to(device))
-    _TABLES[key] = tables
-    return tables
+    return full.cos().to(device, dtype), (full.sin() * sign).to(device, dtype), perm.to(device)
 
 
 def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:

@@ -111,3 +111,17 @@ def test_fastest_options_are_plain_on_cpu():
     assert EngineOptions.fastest("cpu") == EngineOptions()
     fast = EngineOptions.fastest("cuda")
     assert fast.precision == "bf16" and fast.cuda_graph and fast.parallel_decoders
+
+
+def test_tables_cached_under_inference_mode_still_serve_autograd(net):
+    """The RoPE table cache is shared by inference (inference_mode) and adaptation/training (autograd)."""
+    from st4rtrack_ros.model import rope
+
+    rope._TABLES.clear()
+    engine = StreamingEngine(net)
+    engine.set_anchor(_images(1, 11))  # fills the cache inside inference_mode
+    img = _images(1, 12)
+    out = net(img, img)  # autograd on: must not trip over inference tensors
+    out.recon_pts.sum().backward()
+    assert net.downstream_head2.dpt.head[4].bias.grad is not None
+    net.zero_grad(set_to_none=True)
