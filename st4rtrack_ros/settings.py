@@ -7,6 +7,8 @@ the sections directly with :func:`load_section`. Defaults live in that file only
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,13 @@ def load_section(path: str | Path, name: str) -> dict[str, Any]:
     if not isinstance(section, dict):
         raise SettingsError(f"{path}: section {name!r} must be a mapping")
     return section
+
+
+def check_keys(cls: type, d: Mapping[str, Any], what: str, error: type[Exception] = ValueError) -> None:
+    """Refuse keys that are not fields of the dataclass ``cls``: a typo must not silently keep a default."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise error(f"unknown {what} {sorted(unknown)}")
 
 
 def default_checkpoint() -> Path:

@@ -19,7 +19,7 @@ point's loss can be switched off; the log term makes raising σ² cost something
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,6 +31,7 @@ from st4rtrack_ros.geometry.pose import PoseConfig, PoseEstimate, estimate_poses
 from st4rtrack_ros.geometry.projection import Z_MIN
 from st4rtrack_ros.geometry.sampling import SampleMode, in_image, sample_map
 from st4rtrack_ros.model.uncertainty import SIGMA2_MAX, SIGMA2_MIN, sigma2_from_conf
+from st4rtrack_ros.settings import check_keys
 
 TERMS = ("traj", "depth", "align")
 
@@ -78,10 +79,7 @@ class LossConfig:
     def from_dict(cls, d: dict[str, Any] | None) -> LossConfig:
         """Build from a (YAML) mapping; unknown keys are an error so a typo cannot silently change an ablation."""
         d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise KeyError(f"unknown LossConfig keys: {sorted(unknown)}")
+        check_keys(cls, d, "LossConfig keys", KeyError)
         return cls(**d)
 
     @classmethod

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from st4rtrack_ros.model.checkpoint import CheckpointError, _read_safetensors
+from st4rtrack_ros.model.checkpoint import CheckpointError, read_safetensors
 
 FORMAT = "st4rtrack_ros/adapted/1"
 
@@ -69,7 +69,7 @@ def load_adapted(path: str | Path, base_id: str) -> tuple[dict[str, torch.Tensor
     if not path.is_file():
         raise AdaptedCheckpointError(f"no adapted weights at {path}")
     try:
-        tensors, meta = _read_safetensors(path)
+        tensors, meta = read_safetensors(path)
     except CheckpointError as e:  # truncated, bad header
         raise AdaptedCheckpointError(f"{e}; not loaded") from e
     if meta.get("format") != FORMAT:

@@ -41,6 +41,7 @@ from st4rtrack_ros.adaptation.persistence import (
 from st4rtrack_ros.adaptation.pseudo_labels import KLTConfig, anchor_queries, klt_tracks
 from st4rtrack_ros.geometry.pose import PoseConfig
 from st4rtrack_ros.model.network import St4RTrackNet
+from st4rtrack_ros.settings import check_keys
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,7 @@ class AdaptationConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> AdaptationConfig:
         d = dict(d or {})
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown adaptation parameters {sorted(unknown)}")
+        check_keys(cls, d, "adaptation parameters")
         return cls(**d)
 
 

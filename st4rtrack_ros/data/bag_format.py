@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from st4rtrack_ros.settings import check_keys
+
 #: Storage plugins accepted by the writer and the reader; MCAP is the default.
 STORAGE_IDS: tuple[str, ...] = ("mcap", "sqlite3")
 DEFAULT_STORAGE = "mcap"
@@ -48,10 +50,7 @@ class Topics:
     @classmethod
     def from_mapping(cls, mapping: dict[str, str]) -> Topics:
         """Build from a (partial) dict, e.g. parsed from YAML or command-line overrides."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(mapping) - known
-        if unknown:
-            raise ValueError(f"unknown topic keys {sorted(unknown)}; known: {sorted(known)}")
+        check_keys(cls, mapping, f"topic keys (known: {sorted(f.name for f in fields(cls))})")
         return cls(**mapping)
 
 

@@ -14,11 +14,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from st4rtrack_ros.data.bag_io import BagFrame
-from st4rtrack_ros.model.preprocess import PixelMapping, fit_image, plan_mapping
+from st4rtrack_ros.model.preprocess import PixelMapping, fit_depth, plan_mapping
 from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
 from st4rtrack_ros.tracking.types import FrameInput
 
@@ -145,7 +144,7 @@ def run_frames(frames: Iterable[BagFrame], tracker: OnlineTracker, cfg: RunConfi
         tracks.append(pos)
         tconf.append(conf)
         if frame.gt_depth is not None:
-            gdepth.append(fit_image(frame.gt_depth.astype(np.float32), mapping, cv2.INTER_NEAREST, 0.0))
+            gdepth.append(fit_depth(frame.gt_depth, mapping))
         else:
             gdepth.append(None)
             missing.add("depth")

@@ -29,7 +29,7 @@ from st4rtrack_ros.evaluation.report import compute_metrics
 from st4rtrack_ros.evaluation.runner import RunConfig, run_frames
 from st4rtrack_ros.model.checkpoint import load_checkpoint
 from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
-from st4rtrack_ros.settings import default_checkpoint
+from st4rtrack_ros.settings import check_keys, default_checkpoint
 from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
 
 # Loss switches of each variant (LossConfig overrides); None = no adaptation.
@@ -62,9 +62,7 @@ class StudyConfig:
     @classmethod
     def from_yaml(cls, path: Path) -> StudyConfig:
         d = yaml.safe_load(path.read_text()) or {}
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown study keys {sorted(unknown)}")
+        check_keys(cls, d, "study keys")
         return cls(**d)
 
 

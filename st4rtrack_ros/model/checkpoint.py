@@ -204,7 +204,7 @@ def _config_from_mapping(d: Mapping[str, Any], image_size: tuple[int, int] | Non
         raise CheckpointError(f"unsupported architecture in config: {e}") from e
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -222,7 +222,7 @@ def _load_hf_folder(path: Path, device: torch.device | str, image_size: tuple[in
         cfg_dict = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_file}: invalid JSON: {e}") from e
-    sd, _ = _read_safetensors(weights)
+    sd, _ = read_safetensors(weights)
     return _load_into(_config_from_mapping(cfg_dict, image_size), sd, device, str(path))
 
 
@@ -245,7 +245,7 @@ def _shard_files(path: Path) -> list[Path] | None:
 def _load_ours(path: Path, device: torch.device | str, image_size: tuple[int, int] | None) -> St4RTrackNet:
     sd, meta = {}, {}
     for f in _shard_files(path) or [path]:
-        part, meta = _read_safetensors(f)
+        part, meta = read_safetensors(f)
         sd.update(part)
     if "config" not in meta:
         raise CheckpointError(f"{path}: safetensors file without a 'config' entry in its metadata")

@@ -87,6 +87,12 @@ def fit_image(img: np.ndarray, mapping: PixelMapping, interpolation: int | None 
     return out
 
 
+def fit_depth(depth: np.ndarray, mapping: PixelMapping) -> np.ndarray:
+    """A depth map (metres, 0 = none) to the model size: nearest-neighbour (no depths blended across edges),
+    padding = 0 (no depth)."""
+    return fit_image(np.asarray(depth, dtype=np.float32), mapping, cv2.INTER_NEAREST, 0.0)
+
+
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 RGB → (3, H, W) float32 in [-1, 1] (mean 0.5, std 0.5, as the network was trained)."""
     return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(127.5).sub_(1.0)

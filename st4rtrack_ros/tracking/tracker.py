@@ -16,7 +16,6 @@ The node, ``st4rtrack-eval`` and the demo all drive this object.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -34,9 +33,10 @@ from st4rtrack_ros.geometry.pose import PoseConfig, estimate_poses
 from st4rtrack_ros.geometry.sampling import sample_map
 from st4rtrack_ros.geometry.similarity import Sim3, compose, inverse, robust_umeyama
 from st4rtrack_ros.model.network import PairOutput
-from st4rtrack_ros.model.preprocess import FitMode, PixelMapping, fit_image, plan_mapping, to_tensor
+from st4rtrack_ros.model.preprocess import FitMode, PixelMapping, fit_depth, fit_image, plan_mapping, to_tensor
 from st4rtrack_ros.model.streaming import StreamingEngine
 from st4rtrack_ros.model.uncertainty import sigma2_from_conf
+from st4rtrack_ros.settings import check_keys
 from st4rtrack_ros.tracking.pointmap import MapAccumulator
 from st4rtrack_ros.tracking.queries import QueryMode, select_queries
 from st4rtrack_ros.tracking.tracks import TrackTable, fill_queries
@@ -72,10 +72,7 @@ class TrackerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrackerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown tracking parameters {sorted(unknown)}")
+        check_keys(cls, d, "tracking parameters")
         kw = dict(d)
         if isinstance(kw.get("pose"), dict):
             kw["pose"] = PoseConfig(**kw["pose"])
@@ -190,8 +187,7 @@ class OnlineTracker:
                 scale, self._metric = cfg.metric_scale, True
             elif cfg.use_depth_scale and frame.depth is not None:
                 assert self._mapping is not None
-                gt = torch.as_tensor(fit_image(frame.depth.astype(np.float32), self._mapping, 0, 0.0),
-                                     device=self.device)  # nearest-neighbour resampling (cv2.INTER_NEAREST = 0)
+                gt = torch.as_tensor(fit_depth(frame.depth, self._mapping), device=self.device)
                 ok = (gt > 0) & torch.isfinite(gt) & (depth_own > 1e-6)
                 if int(ok.sum()) > 100:
                     scale, self._metric = float((gt[ok] / depth_own[ok]).median()), True
@@ -246,7 +242,7 @@ class OnlineTracker:
     def _sample(self, x: torch.Tensor, rgb: np.ndarray, frame: FrameInput) -> tuple:
         depth = None
         if frame.depth is not None and self._mapping is not None:
-            depth = fit_image(frame.depth.astype(np.float32), self._mapping, 0, 0.0)  # nearest, 0 = no depth
+            depth = fit_depth(frame.depth, self._mapping)
         return x[0].detach().cpu(), rgb, depth
 
     def _offer_adaptation(self, x: torch.Tensor, rgb: np.ndarray, frame: FrameInput) -> None:

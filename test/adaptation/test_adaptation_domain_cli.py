@@ -10,7 +10,7 @@ from st4rtrack_ros.adaptation.domain_cli import main as adapt_main
 from st4rtrack_ros.adaptation.persistence import weights_fingerprint
 from st4rtrack_ros.data.bag_io import write_sequence
 from st4rtrack_ros.data.sequence import make_sequence
-from st4rtrack_ros.model.checkpoint import _read_safetensors, load_checkpoint, save_checkpoint
+from st4rtrack_ros.model.checkpoint import load_checkpoint, read_safetensors, save_checkpoint
 from st4rtrack_ros.model.config import preset
 from st4rtrack_ros.model.network import St4RTrackNet
 
@@ -30,7 +30,7 @@ def test_domain_adaptation_writes_a_loadable_checkpoint(tmp_path):
     assert adapt_main([*bags, "--checkpoint", str(base), "--out", str(out), "--every", "6", "--steps", "1",
                        "--device", "cpu", "--config", str(cfg)]) == 0
     net = load_checkpoint(out)
-    _, meta = _read_safetensors(out)
+    _, meta = read_safetensors(out)
     assert meta["base_id"] == weights_fingerprint(load_checkpoint(base))
     assert int(meta["rounds"]) >= 2 and json.loads(meta["bags"]) == bags
     history = json.loads(out.with_suffix(".history.json").read_text())
