@@ -27,7 +27,7 @@ def klt_tracks(rgbs: np.ndarray, query_uv: np.ndarray, cfg: KLTConfig | None = N
     """Track ``query_uv`` (N, 2) from frame 0 through frames (F, H, W, 3) uint8 → (tracks (F, N, 2), visible (F, N))."""
     cfg = cfg or KLTConfig()
     n_frames, h, w = rgbs.shape[:3]
-    grays = [cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) for im in rgbs]
+    grays = [_normalised_gray(im) for im in rgbs]
     tracks = np.zeros((n_frames, len(query_uv), 2), np.float32)
     visible = np.zeros((n_frames, len(query_uv)), bool)
     tracks[0], visible[0] = query_uv, True
@@ -47,6 +47,14 @@ def klt_tracks(rgbs: np.ndarray, query_uv: np.ndarray, cfg: KLTConfig | None = N
         tracks[f] = np.where(visible[f][:, None], p, tracks[f - 1])
         prev = nxt
     return tracks, visible
+
+
+def _normalised_gray(rgb: np.ndarray) -> np.ndarray:
+    """Grey image with its mean and spread fixed: LK assumes constant brightness, and auto-exposure or a
+    white-balance change between two frames (a global gain and offset) would otherwise lose every track."""
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    g = (g - g.mean()) / max(float(g.std()), 1e-3)
+    return np.clip(128.0 + 40.0 * g, 0, 255).astype(np.uint8)
 
 
 def anchor_queries(anchor_rgb: np.ndarray, cfg: KLTConfig | None = None) -> np.ndarray:

@@ -12,6 +12,11 @@ The tracker hands over a snapshot of its window every N frames. On its own threa
 Guards: a per-round wall-time budget, a duty cycle that leaves the CPU to inference, NaN/Inf and divergence
 rejected, and after repeated failures the inference model goes back to its initial weights. Inference never waits
 for a round, only for the swap's copy.
+
+Out of memory (GPU shared with inference): the round is abandoned (nothing swapped), cached blocks go back to the
+driver, and the next rounds use half the snapshot frames (the batch of every forward pass), down to the smallest
+window the hold-out split allows; an OOM at that size switches adaptation off with the reason in ``status()``.
+Inference is never touched by any of this.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from st4rtrack_ros.settings import check_keys
 
 log = logging.getLogger(__name__)
 
-PARAM_SETS = ("heads", "heads+last_decoder", "decoders+heads")
+PARAM_SETS = ("track_head", "heads", "heads+last_decoder", "decoders+heads")
 
 
 @dataclass
@@ -58,7 +63,7 @@ class AdaptationConfig:
     holdout_frames: int = 2  # of those, kept out of the steps and used to validate
     steps: int = 4  # optimiser steps per round
     lr: float = 1e-5
-    params: str = "heads"  # trainable subset: heads | heads+last_decoder | decoders+heads
+    params: str = "heads"  # trainable subset: track_head | heads | heads+last_decoder | decoders+heads
     min_improvement: float = 0.0  # accept when held-out loss < before · (1 − this)
     max_round_s: float = 60.0  # wall-time budget per round (steps stop early)
     duty_cycle: float = 0.5  # fraction of wall time spent computing (CPU: leave cores to inference)
@@ -105,6 +110,14 @@ class WindowSnapshot:
     rgb: np.ndarray  # (F, H, W, 3) uint8 (for KLT)
     k: torch.Tensor  # (3, 3) the window's K in model pixels
     depth: np.ndarray | None = None  # (F, H, W) aligned depth (metres, 0 = none) or None
+    # Every frame from the anchor on (G, H, W, 3) and where the F frames sit in it: KLT follows points through
+    # consecutive frames, a few pixels apart, then the labels are read at the snapshot's frames. None: KLT runs on rgb.
+    chain_rgb: np.ndarray | None = None
+    chain_index: np.ndarray | None = None  # (F,) int, chain_index[0] == 0
+
+
+class _Stopped(Exception):
+    """Raised inside the shadow model's forward when stop() was called: a round ends within one layer."""
 
 
 @dataclass
@@ -121,7 +134,9 @@ def trainable_names(net: St4RTrackNet, params: str) -> list[str]:
     """Parameter names of a subset (alias keys resolved: each tensor once)."""
     last = net.config.dec_depth - 1
     prefixes = ["downstream_head1.", "downstream_head2."]
-    if params == "heads+last_decoder":
+    if params == "track_head":  # head 1 only: without depth labels head 2 (and so the poses) stays as trained
+        prefixes = ["downstream_head1."]
+    elif params == "heads+last_decoder":
         prefixes += [f"dec_blocks.{last}.", f"dec_blocks2.{last}.", "dec_norm."]
     elif params == "decoders+heads":
         prefixes += ["decoder_embed.", "dec_blocks.", "dec_blocks2.", "dec_norm."]
@@ -147,7 +162,15 @@ class AdaptationWorker:
             p.requires_grad_(False)
         for p, _ in self._pairs:
             p.requires_grad_(True)
+        # Why hooks: a forward over a window can take seconds on a CPU; the node must stop within ~2 s of SIGTERM.
+        for module in self.shadow.modules():
+            module.register_forward_pre_hook(self._check_stop)
         self._initial = [q.detach().clone() for _, q in self._pairs]
+        #: Frames per snapshot now: config.window_frames, halved after each out-of-memory round (the tracker reads it).
+        self.window_frames = config.window_frames
+        self.min_window_frames = config.holdout_frames + 2  # anchor + ≥ 1 training frame + the held-out frames
+        self.oom = 0  # rounds abandoned for lack of memory
+        self.disabled_reason = ""  # why the worker switched itself off ("" = it did not)
         self._gen = torch.Generator().manual_seed(config.seed)
         self._enabled = config.enabled
         self._slot: WindowSnapshot | None = None
@@ -170,7 +193,10 @@ class AdaptationWorker:
         return self._enabled
 
     def set_enabled(self, on: bool) -> None:
+        """Switch rounds on or off (an operator's "on" also lifts a self-imposed off, at the current window)."""
         self._enabled = bool(on)
+        if on:
+            self.disabled_reason = ""
 
     def start(self) -> None:
         if self._thread is None:
@@ -251,6 +277,7 @@ class AdaptationWorker:
             "last_loss_before": last.loss_before if last else math.nan,
             "last_loss_after": last.loss_after if last else math.nan,
             "last_round_s": last.seconds if last else math.nan,
+            "window_frames": self.window_frames, "oom": self.oom, "disabled_reason": self.disabled_reason,
         }
 
     def _loop(self) -> None:
@@ -274,7 +301,11 @@ class AdaptationWorker:
     def _labels(self, snap: WindowSnapshot, frames: list[int]) -> PseudoLabels:
         rgb = snap.rgb[frames]
         query = anchor_queries(rgb[0], self.klt_cfg)
-        uv, vis = klt_tracks(rgb, query, self.klt_cfg)
+        if snap.chain_rgb is not None and snap.chain_index is not None:
+            uv, vis = klt_tracks(snap.chain_rgb[: int(snap.chain_index[frames].max()) + 1], query, self.klt_cfg)
+            uv, vis = uv[snap.chain_index[frames]], vis[snap.chain_index[frames]]
+        else:
+            uv, vis = klt_tracks(rgb, query, self.klt_cfg)
         depth = snap.depth[frames] if snap.depth is not None else None
         uv, depth = self._corrupt(uv, depth, rgb.shape[1:3])
         dev = self.device
@@ -318,11 +349,54 @@ class AdaptationWorker:
         train = [0] + [i for i in range(1, n) if i not in held]
         return train, [0, *held]
 
+    def _check_stop(self, *_args: Any) -> None:
+        if self._stop.is_set():
+            raise _Stopped
+
     def run_round(self, snap: WindowSnapshot) -> RoundResult:
         """One adaptation round, synchronously (the thread calls this; tests call it directly)."""
         ctx = torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext()
-        with ctx:
-            return self._round(snap)
+        t0 = time.perf_counter()
+        try:
+            with ctx:
+                return self._round(self._fit_window(snap))
+        except _Stopped:  # stop() during a forward pass: nothing swapped, not a failure
+            result = RoundResult(False, "stopped", math.nan, math.nan, [], time.perf_counter() - t0)
+            self._record(result, failure=False)
+            return result
+        except torch.OutOfMemoryError as e:
+            message = str(e).splitlines()[0] if str(e) else "out of memory"
+        # Outside the except block: the traceback (and the activations its frames hold) is gone by now.
+        return self._back_off(message, time.perf_counter() - t0)
+
+    def _fit_window(self, snap: WindowSnapshot) -> WindowSnapshot:
+        """The anchor plus evenly spread frames when the snapshot is larger than the current window."""
+        n = len(snap.images)
+        if n <= self.window_frames:
+            return snap
+        pick = [0, *np.linspace(1, n - 1, self.window_frames - 1).round().astype(int).tolist()]
+        return dataclasses.replace(snap, images=snap.images[pick], rgb=snap.rgb[pick],
+                                   depth=None if snap.depth is None else snap.depth[pick],
+                                   chain_index=None if snap.chain_index is None else snap.chain_index[pick])
+
+    def _back_off(self, message: str, seconds: float) -> RoundResult:
+        """After an out-of-memory round: free what the round held, then a smaller window, or adaptation off."""
+        self.shadow.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.oom += 1
+        old = self.window_frames
+        if old > self.min_window_frames:
+            self.window_frames = max(self.min_window_frames, old // 2)
+            reason = f"out of memory ({message}): window {old} → {self.window_frames} frames"
+        else:
+            self._enabled = False
+            self.disabled_reason = f"out of memory at the smallest window ({old} frames): adaptation off"
+            reason = self.disabled_reason
+        log.warning("adaptation: %s", reason)
+        result = RoundResult(False, reason, math.nan, math.nan, [], seconds)
+        self._record(result, failure=False)  # not a quality failure: must not restore the initial weights
+        return result
 
     def _round(self, snap: WindowSnapshot) -> RoundResult:
         cfg = self.config
@@ -350,8 +424,8 @@ class AdaptationWorker:
             spent = time.perf_counter() - ts
             if self._stop.is_set() or time.perf_counter() - t0 > cfg.max_round_s:
                 break
-            if cfg.duty_cycle < 1.0:
-                time.sleep(spent * (1.0 - cfg.duty_cycle) / cfg.duty_cycle)
+            if cfg.duty_cycle < 1.0 and not cfg.synchronous:  # offline rounds have no inference to leave room for
+                self._stop.wait(spent * (1.0 - cfg.duty_cycle) / cfg.duty_cycle)  # stop() cuts the pause short
         with torch.no_grad():
             after = float(self._loss(snap, held, held_labels))
         finite = all(torch.isfinite(p).all() for p, _ in self._pairs)
@@ -370,7 +444,7 @@ class AdaptationWorker:
         self._record(result)
         return result
 
-    def _record(self, result: RoundResult) -> None:
+    def _record(self, result: RoundResult, failure: bool = True) -> None:
         self.rounds += 1
         self.last = result
         self.history.append(result)
@@ -381,7 +455,7 @@ class AdaptationWorker:
                 self.save()
         else:
             self.rolled_back += 1
-            self._failures += 1
+            self._failures += int(failure)
             if self._failures >= self.config.max_consecutive_failures:
                 self.restore_initial()
         log.info("adaptation round %d: %s (held-out %.4g → %.4g, %.1f s), version %d", self.rounds, result.reason,

@@ -11,7 +11,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from rosbags.image import message_to_cvimage
+from rosbags.image.image import ImageError, convert_color, to_cvtype
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 from scipy.spatial.transform import Rotation
@@ -31,6 +31,7 @@ from st4rtrack_ros.data.bag_format import (
     TRACK_POINT_STEP,
     TRACK_REQUIRED_FIELDS,
 )
+from st4rtrack_ros.tracking.types import BadInput
 
 
 def default_typestore() -> Typestore:
@@ -188,39 +189,161 @@ def tracks_msg(
 # ----------------------------------------------------------------------------------------------- parsers
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
-    """Decode Image (any encoding rosbags-image knows) or CompressedImage (jpeg/png) to HxWx3 uint8 RGB."""
+#: Plausible median of a depth image (metres): outside it the units are almost certainly wrong (mm given as m, …).
+DEPTH_MEDIAN_RANGE_M = (0.02, 100.0)
+#: Encodings read as depth: 32FC1 in metres, 16UC1 (mono16) in millimetres (REP 118).
+DEPTH_ENCODINGS = ("32FC1", "16UC1", "mono16")
+
+
+def check_size(width: int, height: int, max_pixels: int = 0) -> None:
+    """Refuse an empty image and, with ``max_pixels`` > 0, one larger than that (before any buffer is touched)."""
+    if width <= 0 or height <= 0:
+        raise BadInput("empty", f"image is {width}×{height}")
+    if 0 < max_pixels < width * height:
+        raise BadInput("too_large", f"image {width}×{height} = {width * height} pixels is over the limit of "
+                       f"{max_pixels} (ros.max_image_pixels)")
+
+
+def raw_image(msg: Any, max_pixels: int = 0) -> np.ndarray:
+    """sensor_msgs/Image → (H, W) or (H, W, C) array of its encoding's dtype in native byte order.
+
+    Checked before the buffer is read: a known encoding, non-zero size within ``max_pixels``, ``step`` at least one
+    row of pixels (padding after the row is skipped), and exactly ``step × height`` bytes of data. Raises
+    :class:`BadInput` with cause unsupported_encoding, empty, too_large, step_mismatch, truncated or
+    data_size_mismatch.
+    """
+    enc = str(msg.encoding)
+    try:
+        _, _, typestr, nchan = to_cvtype(enc)
+    except ImageError:
+        raise BadInput("unsupported_encoding", f"encoding {enc!r} is not supported") from None
+    if enc in ("nv12", "nv21"):  # planar 4:2:0: height × 1.5 rows, which rosbags-image does not lay out
+        raise BadInput("unsupported_encoding", f"planar encoding {enc!r} is not supported")
+    w, h, step, n = int(msg.width), int(msg.height), int(msg.step), len(msg.data)
+    check_size(w, h, max_pixels)
+    dtype = np.dtype(typestr)
+    row = w * nchan * dtype.itemsize
+    if step < row:
+        raise BadInput("step_mismatch", f"step {step} < width*{nchan * dtype.itemsize}={row} bytes for {enc}")
+    if n == 0:
+        raise BadInput("empty", f"{w}×{h} {enc} image without data")
+    if n != step * h:
+        raise BadInput("truncated" if n < step * h else "data_size_mismatch",
+                       f"{n} bytes of data, expected step*height = {step}*{h} = {step * h}")
+    rows = np.frombuffer(msg.data, np.uint8, count=step * h).reshape(h, step)[:, :row]
+    arr = np.ascontiguousarray(rows).view(dtype.newbyteorder(">" if msg.is_bigendian else "<"))
+    return arr.reshape((h, w, nchan) if nchan > 1 else (h, w)).astype(dtype, copy=False)
+
+
+def _decode_compressed(msg: Any, max_pixels: int) -> np.ndarray:
+    """CompressedImage (jpeg/png/…) → RGB uint8; corrupt data is refused, not returned as None."""
+    fmt = str(msg.format)
+    if "compresseddepth" in fmt.lower():
+        raise BadInput("unsupported_encoding", f"compressed depth ({fmt!r}) is not a camera image")
+    data = np.frombuffer(msg.data, np.uint8)
+    if len(data) == 0:
+        raise BadInput("empty", f"{fmt or 'compressed'} image without data")
+    if 0 < max_pixels and len(data) > 4 * max_pixels + 65536:  # bigger than the raw RGBA image at the limit
+        raise BadInput("too_large", f"{len(data)} bytes of {fmt or 'compressed'} data for a limit of {max_pixels} "
+                       "pixels (ros.max_image_pixels)")
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)  # any colour/depth → 8-bit BGR
+    except cv2.error as e:
+        raise BadInput("corrupt_compressed", f"OpenCV could not decode {len(data)} bytes of {fmt!r}: {e}") from None
+    if bgr is None:
+        raise BadInput("corrupt_compressed", f"OpenCV could not decode {len(data)} bytes of {fmt!r}")
+    check_size(bgr.shape[1], bgr.shape[0], max_pixels)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def image_to_rgb(msg: Any, max_pixels: int = 0, min_side: int = 0) -> np.ndarray:
+    """Decode Image (8/16-bit encodings rosbags-image knows) or CompressedImage to HxWx3 uint8 RGB.
+
+    Raises :class:`BadInput` (a ValueError with a ``cause``) for anything unusable — unknown encoding, wrong step,
+    short data, zero, too small (< ``min_side``; the node uses the tracker's MIN_SIDE) or too large (> ``max_pixels``
+    when > 0) sizes, corrupt compressed data — and never another exception type, so callers count causes instead of
+    guessing.
+    """
     if hasattr(msg, "format"):
-        img = np.asarray(message_to_cvimage(msg))  # BGR, BGRA or gray, as OpenCV decodes it
-        if img.ndim == 2:
-            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-        elif img.shape[2] == 4:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-        else:
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        img = _decode_compressed(msg, max_pixels)
     else:
-        enc = str(msg.encoding).lower()
-        if enc in ("mono8", "mono16", "8uc1", "16uc1"):
-            gray = np.asarray(message_to_cvimage(msg))
-            img = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
-        else:
-            img = np.asarray(message_to_cvimage(msg, "rgb8"))
+        enc = str(msg.encoding)
+        raw = raw_image(msg, max_pixels)
+        if raw.dtype not in (np.uint8, np.uint16):
+            raise BadInput("unsupported_encoding", f"{enc} ({raw.dtype}) is not a camera image encoding")
+        if raw.ndim == 3 and raw.shape[2] == 2 and raw.shape[1] % 2:  # uyvy/yuyv: U and V shared by pixel pairs
+            raise BadInput("odd_width", f"{enc} packs pixel pairs: width {raw.shape[1]} must be even")
+        if min(raw.shape[:2]) < min_side:  # before colour conversion: OpenCV refuses some tiny Bayer/YUV images
+            raise BadInput("too_small", f"image {raw.shape[1]}×{raw.shape[0]} is below {min_side} px a side")
+        try:
+            if raw.ndim == 2 and enc.lower() in ("mono8", "mono16", "8uc1", "16uc1"):
+                img = cv2.cvtColor(raw, cv2.COLOR_GRAY2RGB)
+            else:
+                img = np.asarray(convert_color(raw, enc, "rgb16" if raw.dtype == np.uint16 else "rgb8"))
+        except (ImageError, cv2.error) as e:
+            raise BadInput("unsupported_encoding", f"cannot convert {enc} to RGB: {str(e).strip()[:200]}") from None
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise BadInput("unsupported_encoding", f"{enc} decoded to shape {img.shape}, not H×W×3")
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
+    if min(img.shape[:2]) < min_side:
+        raise BadInput("too_small", f"image {img.shape[1]}×{img.shape[0]} is below {min_side} px a side")
     return np.ascontiguousarray(img, dtype=np.uint8)
 
 
-def depth_from_msg(msg: Any) -> np.ndarray:
-    """Depth Image → float32 metres (HxW), 0 where invalid. Accepts 32FC1 (m) and 16UC1 (mm)."""
-    enc = str(msg.encoding).upper()
-    raw = np.asarray(message_to_cvimage(msg))
-    if enc == "16UC1" or raw.dtype == np.uint16:
-        depth = raw.astype(np.float32) / 1000.0
-    elif enc == "32FC1":
-        depth = raw.astype(np.float32)
-    else:
-        raise ValueError(f"unsupported depth encoding {msg.encoding!r}")
-    return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0.0)).astype(np.float32)
+def depth_from_msg(msg: Any, max_pixels: int = 0) -> np.ndarray:
+    """Depth Image → float32 metres (HxW), 0 where invalid (NaN, Inf, ≤ 0: holes, never poison).
+
+    Accepts 32FC1 (m) and 16UC1/mono16 (mm); layout faults raise :class:`BadInput` as :func:`raw_image` does.
+    Plausibility (units, all invalid) is :func:`check_depth`'s job, so bags with odd depth still read back.
+    """
+    if str(msg.encoding) not in DEPTH_ENCODINGS:
+        raise BadInput("unsupported_encoding", f"depth encoding {msg.encoding!r}: expected 32FC1 (metres) or 16UC1 "
+                       "(millimetres)")
+    raw = raw_image(msg, max_pixels)
+    depth = raw.astype(np.float32) / 1000.0 if raw.dtype == np.uint16 else raw.astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0.0)).astype(np.float32)
+
+
+def check_depth(depth: np.ndarray, encoding: str) -> None:
+    """Refuse a decoded depth image (metres, 0 = hole) that has no valid pixel or whose median says wrong units.
+
+    Why the median: one frame in millimetres read as metres would fix the world scale 1000× off for good (the scale
+    comes from the first depth image), so such an image is refused rather than guessed at.
+    """
+    valid = depth[depth > 0]
+    if valid.size == 0:
+        raise BadInput("all_invalid", f"{encoding} depth {depth.shape[1]}×{depth.shape[0]} has no valid pixel "
+                       "(all NaN/Inf/≤0)")
+    med = float(np.median(valid[:: max(1, valid.size // 4096)]))  # a strided sample is plenty for a median
+    lo, hi = DEPTH_MEDIAN_RANGE_M
+    if not lo <= med <= hi:
+        hint = ("32FC1 depth must be metres; this looks like millimetres" if med > hi and encoding == "32FC1" else
+                "16UC1 depth must be millimetres; this looks like metres" if med < lo and encoding != "32FC1" else
+                "implausible for a depth camera")
+        raise BadInput("units", f"median {encoding} depth is {med:.4g} m, outside {lo:g}–{hi:g} m: {hint}")
+
+
+def intrinsics_from_msg(msg: Any) -> tuple[np.ndarray, int, int]:
+    """CameraInfo → (K, width, height), refusing zeros, NaN/Inf, non-positive focal lengths or image size."""
+    k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    w, h = int(msg.width), int(msg.height)
+    if not np.isfinite(k).all():
+        raise BadInput("invalid", f"K has NaN/Inf: {k.reshape(-1).tolist()}")
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise BadInput("invalid", f"K has focal lengths fx={k[0, 0]:g}, fy={k[1, 1]:g} (must be > 0)")
+    if w <= 0 or h <= 0:
+        raise BadInput("invalid", f"image size {w}×{h} (must be > 0)")
+    return k, w, h
+
+
+def check_stamp(stamp_ns: int, now_ns: int, max_ahead_s: float) -> None:
+    """Refuse a stamp more than ``max_ahead_s`` ahead of ``now_ns`` (0 disables; so does a clock at 0, which is
+    what use_sim_time gives before the first /clock message)."""
+    if max_ahead_s > 0 and now_ns > 0 and stamp_ns - now_ns > max_ahead_s * 1e9:
+        raise BadInput("future_stamp", f"stamp {stamp_ns / 1e9:.3f} s is {(stamp_ns - now_ns) / 1e9:.1f} s ahead "
+                       f"of the node clock (limit {max_ahead_s:g} s, ros.max_future_stamp_s)")
 
 
 def pose_from_msg(msg: Any) -> np.ndarray:

@@ -171,12 +171,17 @@ def _load_official(path: Path, device: torch.device | str, image_size: tuple[int
         with torch.serialization.safe_globals(_safe_globals()):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"refused to load {path}: it references objects outside the allowlist (tensors, containers, argparse "
-            f"Namespace, NumPy scalars); nothing in it was executed. Detail: {str(e).splitlines()[0]}"
-        ) from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"cannot read {path} as a torch checkpoint: {e}") from e
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]  # skip torch's advice to load unsafely
+        boilerplate = ("Weights only load failed", "Check the documentation")
+        detail = next((ln for ln in lines if not ln.startswith(boilerplate)), lines[0] if lines else "")[:300]
+        why = ("it references objects outside the allowlist (tensors, containers, argparse Namespace, NumPy "
+               "scalars)" if "global" in detail.lower() else
+               "its pickle is not a valid weights-only pickle (truncated or corrupt)")
+        raise CheckpointError(f"refused to load {path}: {why}; nothing in it was executed. Detail: {detail}") from e
+    except Exception as e:  # torch raises RuntimeError, EOFError, struct.error, ... on truncated or foreign files
+        raise CheckpointError(f"cannot read {path} ({path.stat().st_size} bytes) as a torch checkpoint, truncated or "
+                              f"not a checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                              ) from e
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
     sd = ckpt.get("model", ckpt.get("state_dict"))
@@ -266,6 +271,8 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
         return _load_hf_folder(path, device, image_size)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): an interrupted download or copy?")
     if path.suffix == ".safetensors":
         return _load_ours(path, device, image_size)
     return _load_official(path, device, image_size)

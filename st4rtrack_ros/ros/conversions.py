@@ -32,9 +32,10 @@ ADD, DELETEALL = 0, 3
 
 
 def to_rep103_points(p: np.ndarray) -> np.ndarray:
-    """(..., 3) optical-world points → REP 103 world (NaNs stay NaN)."""
+    """(..., 3) optical-world points → REP 103 world (NaN/Inf stay non-finite, without a warning per frame)."""
     p = np.asarray(p)
-    return p @ R_REP103_FROM_OPTICAL.T.astype(p.dtype if p.dtype.kind == "f" else np.float64)
+    with np.errstate(invalid="ignore"):
+        return p @ R_REP103_FROM_OPTICAL.T.astype(p.dtype if p.dtype.kind == "f" else np.float64)
 
 
 def to_rep103_pose(t_world_cam: np.ndarray) -> np.ndarray:

@@ -18,12 +18,13 @@ something subscribes.
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +38,23 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import JumpThreshold, TimeJump
 from rclpy.duration import Duration
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
-from st4rtrack_ros.data.messages import depth_from_msg, image_to_rgb
+from st4rtrack_ros.data.messages import check_depth, check_stamp, depth_from_msg, image_to_rgb, intrinsics_from_msg
 from st4rtrack_ros.ros import conversions as cv
 from st4rtrack_ros.ros import params as P
+from st4rtrack_ros.ros.faults import FaultLog
+from st4rtrack_ros.tracking.types import MIN_SIDE, BadInput, FrameDropped
 
 try:  # built from msg/ by scripts/setup_env.sh or colcon
     from st4rtrack_msgs.msg import Track3D, Track3DArray, TrackerStatus
@@ -106,6 +111,8 @@ class _Counters:
     processed: int = 0
     dropped: int = 0
     rejected: int = 0
+    oom_dropped: int = 0  # the tracker ran out of device memory on the frame (FrameDropped)
+    faults: FaultLog = field(default_factory=FaultLog)  # bad input by '<source>.<cause>' (/diagnostics)
 
 
 class _Rate:
@@ -179,7 +186,10 @@ class TrackerNode(Node):
                                  "`colcon build` the msg/ package")
         self._defaults = P.defaults()
         for name, default in self._defaults.items():
-            self.declare_parameter(name, default, _descriptor(name, default))
+            try:
+                self.declare_parameter(name, default, _descriptor(name, default))
+            except ParameterException as e:  # a -p/--params-file value of the wrong type or out of range
+                raise NodeStartError(f"bad parameter {name}: {e}") from e
         self._p = {name: self.get_parameter(name).value for name in self._defaults}
         for name, value in self._p.items():
             why = P.validate(name, value, self._defaults[name])
@@ -206,7 +216,7 @@ class TrackerNode(Node):
         self._latency: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._in_rate, self._out_rate = _Rate(), _Rate()
         self._last_status: dict[str, Any] = {}
-        self._warned: set[str] = set()
+        self._size: tuple[int, int] | None = None  # (w, h) of the last processed image
 
         self._in_group = MutuallyExclusiveCallbackGroup()
         self._srv_group = MutuallyExclusiveCallbackGroup()
@@ -322,35 +332,55 @@ class TrackerNode(Node):
 
     # -- callbacks (cheap: decode and hand over) -------------------------------------------------------------------
 
-    def _reject(self, what: str, exc: Exception) -> None:
-        self.counters.rejected += 1
-        self.get_logger().warning(f"rejected {what}: {exc}", throttle_duration_sec=5.0)
+    def _fault(self, source: str, what: str, cause: str, detail: str, *, frame: bool = False,
+               error: bool = False) -> None:
+        """Count a fault as '<source>.<cause>' (and as a rejected frame when ``frame``); log it rate-limited per
+        cause, e.g. "image rejected (step_mismatch): step 100 < width*3=192 bytes for rgb8"."""
+        if frame:
+            self.counters.rejected += 1
+        quiet = self.counters.faults.add(f"{source}.{cause}")
+        if quiet is not None:
+            more = f" ({quiet} more since the last report)" if quiet else ""
+            line = f"{source} {what} ({cause}): {detail}{more}"
+            if error:  # two call sites: rclpy refuses a severity change at one site ("cannot be changed")
+                self.get_logger().error(line)
+            else:
+                self.get_logger().warning(line)
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
         now = time.monotonic()
         self.counters.received += 1
         self._in_rate.tick(now)
         try:
-            rgb = image_to_rgb(msg)
-            if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 16:
-                raise ValueError(f"decoded to shape {rgb.shape}")
-        except Exception as e:  # rosbags-image/OpenCV raise several types on bad data
-            enc = getattr(msg, "encoding", getattr(msg, "format", "?"))
-            self._reject(f"image ({enc}, {len(msg.data)} bytes)", e)
+            stamp_ns = cv.ns_from_stamp(msg.header.stamp)
+            check_stamp(stamp_ns, self.get_clock().now().nanoseconds, float(self._p["ros.max_future_stamp_s"]))
+            rgb = image_to_rgb(msg, int(self._p["ros.max_image_pixels"]), MIN_SIDE)
+        except BadInput as e:
+            self._fault("image", "rejected", e.cause, str(e), frame=True)
             return
-        if self._slot.put(_Frame(msg.header.stamp, cv.ns_from_stamp(msg.header.stamp), rgb, now)):
+        except Exception as e:  # image_to_rgb promises BadInput only; a decoder surprise must not stop the node
+            self._fault("image", "rejected", "decode_error", f"{type(e).__name__}: {e}", frame=True)
+            return
+        if self._slot.put(_Frame(msg.header.stamp, stamp_ns, rgb, now)):
             self.counters.dropped += 1
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-        if k[0, 0] > 0 and k[1, 1] > 0 and np.all(np.isfinite(k)):
-            self._k, self._k_size = k, (int(msg.width), int(msg.height))
+        """Cache K; an invalid CameraInfo is ignored (the last good K, or the estimate, stays in use)."""
+        try:
+            k, w, h = intrinsics_from_msg(msg)
+            self._k, self._k_size = k, (w, h)
+        except BadInput as e:
+            self._fault("camera_info", "ignored", e.cause, str(e))
 
     def _on_depth(self, msg: Image) -> None:
+        """Keep decoded depth by stamp; NaN/Inf pixels are holes, unusable images are ignored and counted."""
         try:
-            self._depth.append((cv.ns_from_stamp(msg.header.stamp), depth_from_msg(msg)))
-        except Exception as e:
-            self._reject(f"depth image ({msg.encoding})", e)
+            depth = depth_from_msg(msg, int(self._p["ros.max_image_pixels"]))
+            check_depth(depth, str(msg.encoding))
+        except BadInput as e:
+            self._fault("depth", "ignored", e.cause, str(e))
+            return
+        self._depth.append((cv.ns_from_stamp(msg.header.stamp), depth))
 
     def _on_reset(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
         self.reset("reset service")
@@ -421,13 +451,14 @@ class TrackerNode(Node):
         with self._lock:
             self._reset_locked(reason)
 
-    def _reset_locked(self, reason: str) -> None:
+    def _reset_locked(self, reason: str, log: bool = True) -> None:
         self.tracker.reset(reason)
         self._seen_resets = int(self.tracker.resets)
         self._path.clear()
         self._last_stamp_ns = None
         self._last_map = -1e18
-        self.get_logger().info(f"tracker reset: {reason}")
+        if log:
+            self.get_logger().info(f"tracker reset: {reason}")
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -437,9 +468,8 @@ class TrackerNode(Node):
             try:
                 self._process(frame)
             except Exception as e:  # keep the node alive; the error is logged and counted
-                self.counters.rejected += 1
-                self.get_logger().error(f"frame at {frame.stamp_ns} ns failed: {type(e).__name__}: {e}",
-                                        throttle_duration_sec=5.0)
+                self._fault("frame", "failed", "error", f"at {frame.stamp_ns} ns: {type(e).__name__}: {e}",
+                            frame=True, error=True)
 
     def _depth_for(self, stamp_ns: int) -> np.ndarray | None:
         for s, d in reversed(self._depth):
@@ -452,21 +482,35 @@ class TrackerNode(Node):
 
         h, w = f.rgb.shape[:2]
         k = self._k if self._k is not None and self._k_size == (w, h) else None
-        if self._k is not None and k is None and "k_size" not in self._warned:
-            self._warned.add("k_size")
-            self.get_logger().warning(f"CameraInfo is {self._k_size} but images are {(w, h)}: K not used")
+        if self._k is not None and k is None:
+            self._fault("camera_info", "not used", "size_mismatch", f"CameraInfo is {self._k_size[0]}×"
+                        f"{self._k_size[1]} but images are {w}×{h}: K is estimated instead")
+        if self._size is not None and self._size != (w, h):
+            self._fault("image", "size changed", "size_changed", f"{self._size[0]}×{self._size[1]} → {w}×{h}: the "
+                        "tracker restarts its window and world")
+        self._size = (w, h)
         depth = self._depth_for(f.stamp_ns)
+        if depth is not None and depth.shape != (h, w):
+            self._fault("depth", "not used", "size_mismatch", f"depth {depth.shape[1]}×{depth.shape[0]} is not "
+                        f"aligned with the {w}×{h} image: frame tracked without depth")
+            depth = None
         with self._lock:
             if self._pending_reset:
                 self._reset_locked(self._pending_reset)
                 self._pending_reset = None
             if self._last_stamp_ns is not None and f.stamp_ns < self._last_stamp_ns:
-                self._reset_locked("image stamps jumped backwards (looping bag?)")
+                self._fault("stamp", "reset the tracker", "backwards", f"{f.stamp_ns} ns after {self._last_stamp_ns}"
+                            " ns (looping bag?): new world")
+                self._reset_locked("image stamps jumped backwards (looping bag?)", log=False)
             t0 = time.perf_counter()
             try:
                 res = self.tracker.step(FrameInput(f.stamp_ns, f.rgb, k, depth))
-            except ValueError as e:
-                self._reject("frame", e)
+            except ValueError as e:  # BadInput (cause given) or another refusal of the tracker
+                self._fault("frame", "skipped", getattr(e, "cause", "invalid"), str(e), frame=True)
+                return
+            except FrameDropped as e:  # out of memory: the tracker freed its caches, the next frame works
+                self.counters.oom_dropped += 1
+                self.get_logger().warning(str(e), throttle_duration_sec=5.0)
                 return
             step_ms = (time.perf_counter() - t0) * 1e3
             self._last_stamp_ns = f.stamp_ns
@@ -584,14 +628,16 @@ class TrackerNode(Node):
             "frames_received": str(c.received), "frames_processed": str(c.processed),
             "frames_dropped": str(c.dropped), "frames_rejected": str(c.rejected),
             "resets": str(getattr(self.tracker, "resets", 0)),
+            "frames_oom_dropped": str(c.oom_dropped),
             "gpu_memory_mb": self._gpu_memory(),
         }
         ad = getattr(self.tracker, "adaptation", None)
         values["adaptation"] = "unavailable" if ad is None else "enabled" if self._last_status.get("enabled") \
             else "disabled"
-        for key in ("rounds", "accepted", "rolled_back", "version", "busy"):
+        for key in ("rounds", "accepted", "rolled_back", "version", "busy", "oom", "window_frames", "disabled_reason"):
             if key in self._last_status:
                 values[f"adaptation_{key}"] = str(self._last_status[key])
+        values.update({key: str(n) for key, n in c.faults.snapshot().items()})  # e.g. image.step_mismatch: 3
         st = DiagnosticStatus()
         st.name = f"{self.get_fully_qualified_name()}: tracker"
         st.hardware_id = str(getattr(self.tracker, "device", "unknown"))
@@ -618,36 +664,72 @@ class TrackerNode(Node):
         alloc, reserved = torch.cuda.memory_allocated(dev) / mib, torch.cuda.memory_reserved(dev) / mib
         return f"{alloc:.0f} allocated, {reserved:.0f} reserved"
 
-    def shutdown(self) -> None:
-        """Stop the tracker worker (waits for the current frame) and the adaptation worker (keeps its weights)."""
+    def shutdown(self, timeout: float = 1.2) -> bool:
+        """Stop the tracker worker (after its current frame) and the adaptation worker (keeps and saves its weights)
+        within ``timeout`` s — bounded because supervisors escalate to SIGKILL, which would lose the adapted weights.
+        Returns True when both threads ended; a thread still busy is a daemon and ends with the process."""
+        end = time.monotonic() + timeout
         self._stop.set()
-        self._worker.join(timeout=10.0)
+        self._worker.join(timeout=max(0.05, min(0.5 * timeout, end - time.monotonic())))
+        ok = not self._worker.is_alive()
+        if not ok:
+            self.get_logger().warning("tracker worker still busy with a frame at shutdown")
         ad = getattr(self.tracker, "adaptation", None)
-        if ad is not None:
-            ad.stop(timeout=5.0)
+        if ad is not None and hasattr(ad, "stop"):
+            if ad.stop(timeout=max(0.05, end - time.monotonic())):
+                self.get_logger().info(f"adaptation worker stopped cleanly (weights version "
+                                       f"{getattr(ad, 'version', 0)} kept)")
+            else:
+                ok = False
+                self.get_logger().warning("adaptation worker still in a round at shutdown: it ends with the process")
+        return ok
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console script `st4rtrack-node`; ROS arguments after --ros-args."""
+    """Console script `st4rtrack-node`; ROS arguments after --ros-args.
+
+    SIGINT and SIGTERM stop it the same way, within ~2 s, with rc 0: workers first (adapted weights saved), then
+    the executor, the node and the context. Our own handlers rather than rclpy's: rclpy's SIGTERM handler shuts the
+    context down under the spinning executor (an RCLError, rc 1) while the tracker worker may still publish. A second
+    signal during shutdown kills the process at once.
+    """
     args = list(sys.argv if argv is None else ["st4rtrack-node", *argv])
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    log = get_logger(NODE_NAME)
     try:
         node = TrackerNode()
     except NodeStartError as e:
-        get_logger(NODE_NAME).error(str(e))
+        log.error(str(e))
         rclpy.try_shutdown()
         return 1
+    except KeyboardInterrupt:  # SIGINT while the model loads: nothing to save yet
+        rclpy.try_shutdown()
+        return 130
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+        signal.signal(signum, signal.SIG_DFL)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)  # returns at least every 0.1 s, so a signal is seen promptly
+    except ExternalShutdownException:
         pass
     finally:
+        t0 = time.monotonic()
         node.shutdown()
-        executor.shutdown(timeout_sec=1.0)
+        executor.shutdown(timeout_sec=0.5)
         node.destroy_node()
         rclpy.try_shutdown()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        left = [t.name for t in threading.enumerate()
+                if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+        log.info(f"stopped in {time.monotonic() - t0:.2f} s; non-daemon threads left: {', '.join(left) or 'none'}")
     return 0
 
 

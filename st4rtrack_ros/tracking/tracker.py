@@ -11,6 +11,11 @@ becomes the anchor; the new window's frame is tied to the old one by a robust Si
 reconstructions of that shared frame, so outputs stay in one world frame without jumps. Track ids carry over by
 reprojection + 3D distance. Memory is bounded by the window, the track table and the map budget.
 
+Out of memory during a step (a GPU shared with adaptation): the frame is dropped (:class:`FrameDropped`), the
+engine's caches (anchor tokens, captured CUDA graphs) and the allocator's cached blocks are freed, and the next frame
+re-encodes the current anchor from its kept input image, so the world frame carries on. Only an OOM in the middle
+of swapping anchors (window replaced, tracks not yet moved to it) resets the world, since that state is half-made.
+
 The node, ``st4rtrack-eval`` and the demo all drive this object.
 """
 
@@ -40,9 +45,10 @@ from st4rtrack_ros.settings import check_keys
 from st4rtrack_ros.tracking.pointmap import MapAccumulator
 from st4rtrack_ros.tracking.queries import QueryMode, select_queries
 from st4rtrack_ros.tracking.tracks import TrackTable, fill_queries
-from st4rtrack_ros.tracking.types import FrameInput, StepResult
+from st4rtrack_ros.tracking.types import MIN_SIDE, BadInput, FrameDropped, FrameInput, StepResult
 
 log = logging.getLogger(__name__)
+CHAIN_FRAMES = 96  # frames of RGB kept for KLT pseudo-labels (model size: 96 × 256 × 160 × 3 B ≈ 12 MB)
 
 
 @dataclass
@@ -100,6 +106,8 @@ class OnlineTracker:
         self.tracks = TrackTable(self.config.history_len, self.config.max_unseen)
         self.map = MapAccumulator(self.config.map_voxel, self.config.map_max_points, self.config.map_radius)
         self.resets = 0
+        self.oom_dropped = 0  # frames dropped because the device ran out of memory
+        self.nonfinite_outputs = 0  # network outputs with NaN/Inf (frame skipped or re-anchoring postponed)
         self._clear()
 
     def _clear(self) -> None:
@@ -107,6 +115,8 @@ class OnlineTracker:
         self.tracks.reset()
         self.map.reset()
         self._window: _Window | None = None
+        self._anchor_x: torch.Tensor | None = None  # the anchor's model input: re-encoded after an OOM drop
+        self._swapping = False  # between replacing the window and moving the tracks onto it
         self._mapping: PixelMapping | None = None
         self._k: torch.Tensor | None = None
         self._last_stamp: int | None = None
@@ -117,6 +127,10 @@ class OnlineTracker:
         # For adaptation snapshots: this window's anchor and its most recent frames (bounded).
         self._anchor_sample: tuple | None = None
         self._recent: deque[tuple[torch.Tensor, np.ndarray, np.ndarray | None]] = deque(maxlen=32)
+        # Every frame's model-size RGB since the anchor: KLT labels need consecutive frames (a few pixels apart),
+        # not the snapshot's spread-out ones. Bounded; when it overflows the snapshot falls back to its own frames.
+        self._chain: deque[np.ndarray] = deque(maxlen=CHAIN_FRAMES)
+        self._chain_overflow = False
 
     def reset(self, reason: str = "requested") -> None:
         """Forget the world frame, tracks and map; the next frame starts a new world."""
@@ -142,21 +156,33 @@ class OnlineTracker:
         with self.inference_lock:
             if new_anchor:
                 self.engine.set_anchor(x)
-            return self.engine.step(x)
+            elif not getattr(self.engine, "has_anchor", True) and self._anchor_x is not None:
+                self.engine.set_anchor(self._anchor_x)  # the cache was freed after an out-of-memory drop
+            out = self.engine.step(x)
+            finite = [torch.isfinite(t).all() for t in (out.track_pts, out.track_conf, out.recon_pts, out.recon_conf)]
+            if bool(torch.stack(finite).all()):  # one device sync for all four maps
+                return out
+            self.nonfinite_outputs += 1
+            if new_anchor:  # forget the new anchor: the current one is re-encoded from _anchor_x on the next call
+                self.engine.reset()
+        raise BadInput("nonfinite_output", f"the network returned NaN/Inf ({self.nonfinite_outputs} times so far): "
+                       "frame skipped, tracker state unchanged")
 
     @staticmethod
     def _check(frame: FrameInput) -> None:
         rgb = frame.rgb
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {getattr(rgb, 'dtype', type(rgb))} "
-                             f"{getattr(rgb, 'shape', '')}")
-        if rgb.shape[0] < 16 or rgb.shape[1] < 16:
-            raise ValueError(f"image {rgb.shape[1]}×{rgb.shape[0]} is too small")
+            raise BadInput("not_rgb8", f"expected an (H, W, 3) uint8 RGB image, got "
+                           f"{getattr(rgb, 'dtype', type(rgb))} {getattr(rgb, 'shape', '')}")
+        if rgb.shape[0] < MIN_SIDE or rgb.shape[1] < MIN_SIDE:
+            raise BadInput("too_small", f"image {rgb.shape[1]}×{rgb.shape[0]} is too small (min {MIN_SIDE} px a side)")
         if frame.k is not None and (np.shape(frame.k) != (3, 3) or not np.all(np.isfinite(frame.k))
                                     or frame.k[0, 0] <= 0 or frame.k[1, 1] <= 0):
-            raise ValueError("camera intrinsics must be a finite 3×3 matrix with positive focal lengths")
+            raise BadInput("bad_intrinsics", "camera intrinsics must be a finite 3×3 matrix with positive focal "
+                           "lengths")
         if frame.depth is not None and np.shape(frame.depth) != rgb.shape[:2]:
-            raise ValueError(f"depth image {np.shape(frame.depth)} is not aligned with the {rgb.shape[:2]} image")
+            raise BadInput("depth_size_mismatch", f"depth image {np.shape(frame.depth)} is not aligned with the "
+                           f"{rgb.shape[:2]} image")
 
     def _world_points(self, pts: torch.Tensor) -> np.ndarray:
         assert self._window is not None
@@ -203,6 +229,7 @@ class OnlineTracker:
             dst = prev.recon_pts[0].reshape(-1, 3)[idx].double().cpu().numpy()
             world = compose(self._window.world_from_anchor, robust_umeyama(src, dst))
         old_window = self._window
+        self._swapping = True
         self._window = _Window(index=self._frame_index, world_from_anchor=world)
 
         # Queries on the new anchor: living tracks that reproject onto the surface the anchor sees there continue
@@ -235,6 +262,7 @@ class OnlineTracker:
         uv_t = torch.as_tensor(uv, dtype=torch.float32, device=self.device)[None]
         new_world = self._world_points(sample_map(own.track_pts, uv_t)[0])
         self.tracks.restart(uv, new_world, self._frame_index, inherit)
+        self._anchor_x, self._swapping = x, False
         return own
 
     # -- adaptation ------------------------------------------------------------------------------------------------
@@ -251,11 +279,12 @@ class OnlineTracker:
         if ad is None or not ad.enabled:
             return
         if self._window is not None and self._frame_index == self._window.index:
-            self._recent.clear()  # a new world: this frame is the anchor
-            self._anchor_sample = self._sample(x, rgb, frame)
+            self._anchor_snapshot(x, rgb, frame)  # a new world: this frame is the anchor
             return
         self._recent.append(self._sample(x, rgb, frame))
-        n = ad.config.window_frames
+        self._chain_overflow |= len(self._chain) == self._chain.maxlen
+        self._chain.append(rgb)
+        n = ad.window_frames  # the worker shrinks it after running out of memory
         if (self._frame_index % ad.config.every_n_frames or len(self._recent) < n - 1 or self._k is None
                 or self._anchor_sample is None):
             return
@@ -265,18 +294,50 @@ class OnlineTracker:
         depth = None
         if all(c[2] is not None for c in chosen):
             depth = np.stack([c[2] for c in chosen])
+        chain = chain_index = None
+        if not self._chain_overflow:  # chain = anchor + every frame since; items are its last len(items) frames
+            chain = np.stack([self._anchor_sample[1], *self._chain])
+            first = len(chain) - len(items)
+            chain_index = np.array([0, *(first + i for i in pick)])
         ad.submit(WindowSnapshot(images=torch.stack([c[0] for c in chosen]), rgb=np.stack([c[1] for c in chosen]),
-                                 k=self._k.detach().cpu(), depth=depth))
+                                 k=self._k.detach().cpu(), depth=depth, chain_rgb=chain, chain_index=chain_index))
+
+    def _anchor_snapshot(self, x: torch.Tensor, rgb: np.ndarray, frame: FrameInput) -> None:
+        """Start the adaptation bookkeeping of a new window: its anchor, no recent frames yet."""
+        self._recent.clear()
+        self._chain.clear()
+        self._chain_overflow = False
+        self._anchor_sample = self._sample(x, rgb, frame)
 
     # -- per frame -------------------------------------------------------------------------------------------------
 
     def step(self, frame: FrameInput, queries: np.ndarray | None = None) -> StepResult:
-        """Process one frame; raises ValueError on bad input (the tracker state is left untouched).
+        """Process one frame; raises ValueError on bad input (the tracker state is left untouched) and
+        :class:`FrameDropped` when the device ran out of memory (caches freed; the next frame works).
 
         ``queries`` (N, 2) model pixels replace the automatic queries when this frame founds a new world (the first
         frame or after a reset): the evaluation protocol tracks ground-truth points this way.
         """
         self._check(frame)
+        try:
+            return self._step(frame, queries)
+        except torch.OutOfMemoryError as e:
+            message = str(e).splitlines()[0] if str(e) else "out of memory"
+        # Outside the except block, so the traceback no longer holds this step's tensors when memory is freed.
+        self._drop_after_oom()
+        raise FrameDropped(f"out of memory, frame {frame.stamp_ns} dropped: {message}")
+
+    def _drop_after_oom(self) -> None:
+        """Free the engine's caches; keep the world unless the OOM hit halfway through an anchor swap."""
+        self.oom_dropped += 1
+        self.engine.reset()  # anchor tokens + captured graphs; _infer re-encodes the anchor from _anchor_x
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self._swapping:
+            self.reset("out of memory while re-anchoring")
+        log.warning("out of memory: frame dropped (%d so far), engine caches cleared", self.oom_dropped)
+
+    def _step(self, frame: FrameInput, queries: np.ndarray | None) -> StepResult:
         cfg = self.config
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -360,11 +421,14 @@ class OnlineTracker:
         n = max(len(self.tracks), 1)
         if not reanchored and (self._window.frames >= cfg.window_size
                                or float(self.tracks.visible.sum()) / n < cfg.min_visible_fraction):
-            self._start_window(x, rgb, frame, out)
-            self._window.frames = 1  # this frame is the new anchor's first
-            self._recent.clear()
-            self._anchor_sample = self._sample(x, rgb, frame)
-            reanchored = True
+            try:
+                self._start_window(x, rgb, frame, out)
+            except BadInput as e:  # NaN/Inf on the new anchor: keep the current window, try again next frame
+                log.warning("re-anchoring postponed: %s", e)
+            else:
+                self._window.frames = 1  # this frame is the new anchor's first
+                self._anchor_snapshot(x, rgb, frame)
+                reanchored = True
         timings["reanchor"] = (time.perf_counter() - t) * 1e3
 
         result = StepResult(

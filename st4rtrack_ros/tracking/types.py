@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: Smallest camera image side (pixels) the tracker accepts: the model needs at least one 16-px patch.
+MIN_SIDE = 16
+
 
 @dataclass
 class FrameInput:
@@ -55,3 +58,22 @@ class StepResult:
     metric_scale: bool  # world units are metres (depth or configured scale), else model units
     weights_version: int
     timings_ms: dict[str, float]
+
+
+class FrameDropped(RuntimeError):
+    """``OnlineTracker.step`` gave up on this frame (out of memory) and freed its caches; the next frame works.
+
+    Not a ValueError: the input was fine, so callers count it apart from rejected input.
+    """
+
+
+class BadInput(ValueError):
+    """Input (or a network output) that cannot be used; ``cause`` is a short stable key such as ``step_mismatch``.
+
+    Why a key: the node counts faults per cause in /diagnostics and rate-limits its log per cause, so the key must
+    not change with the values in the message (those go into the message itself).
+    """
+
+    def __init__(self, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause

@@ -168,3 +168,38 @@ def test_half_precision_sharded_save_loads_back(tmp_path):
         load_checkpoint(shards[0])
     single = save_checkpoint(net, tmp_path / "one.safetensors", dtype=torch.bfloat16)
     assert single.name == "one.safetensors" and load_checkpoint(single).config == net.config
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_truncated_or_empty_checkpoints_fail_clearly(tmp_path, golden, legacy):
+    """A cut download: every cut point gives CheckpointError naming the file (never struct.error/EOFError)."""
+    sd, _ = golden
+    full = tmp_path / "full.pth"
+    torch.save({"model": sd, "args": argparse.Namespace(model=TINY_CTOR)}, full,
+               _use_new_zipfile_serialization=not legacy)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.pth"
+    for n in (0, 4, 30, 200, len(data) // 2, len(data) - 1):
+        cut.write_bytes(data[:n])
+        with pytest.raises(CheckpointError, match=r"cut\.pth.*(empty|truncated)"):
+            load_checkpoint(cut)
+    net = St4RTrackNet(preset("tiny_128"))
+    st = save_checkpoint(net, tmp_path / "ours.safetensors").read_bytes()
+    for n in (0, 5, len(st) // 2):
+        (tmp_path / "cut.safetensors").write_bytes(st[:n])
+        with pytest.raises(CheckpointError, match=r"cut\.safetensors"):
+            load_checkpoint(tmp_path / "cut.safetensors")
+
+
+def test_pickle_disguised_as_safetensors_is_not_run(tmp_path):
+    marker = tmp_path / "pwned3"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(pickle.dumps({"model": Evil()}))
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_checkpoint(path)
+    assert not marker.exists()

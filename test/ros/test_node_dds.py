@@ -190,7 +190,7 @@ def test_reset_service_and_bad_input_keep_the_node_running(live: Live) -> None:
     assert fut.result().success and "reset" in fut.result().message
 
     pub = live.rec.publisher("/camera/image_raw", Image)
-    t = int(time.time()) + 10**6
+    t = int(time.time()) - 60  # after the bag's stamps, not in the future (far-future stamps are refused)
 
     def img(enc: str, data: bytes, sec: int) -> Image:
         m = Image()
@@ -217,7 +217,15 @@ def test_reset_service_and_bad_input_keep_the_node_running(live: Live) -> None:
     assert ok(), _node_log(live)
     last = _msgs(live, "status")[-1]
     assert last.resets >= 1 and live.node.alive()
-    assert "rejected image" in live.node.log()
+    assert "image rejected (truncated)" in live.node.log()
+    assert "image rejected (unsupported_encoding)" in live.node.log()
+
+    def diag() -> dict[str, str]:
+        msgs = [m for _, m in live.rec.inbox.get("/diagnostics")]
+        return {kv.key: kv.value for kv in msgs[-1].status[0].values} if msgs else {}
+
+    keys = ("image.truncated", "image.unsupported_encoding")
+    assert live.rec.wait_for(lambda: all(diag().get(k) == "1" for k in keys), 5.0), diag()
 
 
 def test_compressed_input(tmp_path: Path) -> None:
