@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bag-frames", type=int, default=120)
     ap.add_argument("--size", default="128x96", help="synthetic bag image size (default 128x96)")
     ap.add_argument("--checkpoint", type=Path, help="default: random tiny_128 weights (speed, not quality)")
+    ap.add_argument("--device", default="cpu", help="model.device (default cpu)")
     ap.add_argument("--no-adaptation", action="store_true", help="background adaptation off (default on)")
     ap.add_argument("--no-outputs", action="store_true", help="subscribe to ~/status only")
     ap.add_argument("--every", type=int, default=500, help="frames between samples")
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = sample(0, t0, {"phase": "before node"})
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
-    overrides = [Parameter("model.checkpoint", value=str(ckpt)), Parameter("model.device", value="cpu"),
+    overrides = [Parameter("model.checkpoint", value=str(ckpt)), Parameter("model.device", value=args.device),
                  Parameter("adaptation.enabled", value=not args.no_adaptation),
                  Parameter("ros.map_period_s", value=0.0)]
     for kv in args.param:
@@ -253,7 +254,6 @@ def main(argv: list[str] | None = None) -> int:
     processed = resent = stalled = 0
     error = ""
     lat: list[float] = []
-    result: dict[str, Any] = {}
     try:
         end = time.monotonic() + 30.0
         while driver.image_pub.get_subscription_count() == 0 and time.monotonic() < end:

@@ -56,7 +56,9 @@ class LossConfig:
     sigma2_min: float = SIGMA2_MIN  # passed to sigma2_from_conf
     sigma2_max: float = SIGMA2_MAX  # passed to sigma2_from_conf; the bound that keeps every loss switched on
     sigma2_prior: float = 1.0  # multiplier of the likelihood's d·log(σ²/σ²_min) term
-    sigma2_detach: bool = False  # σ² as a fixed weight (no gradient to confidences, no prior term)
+    # σ² as a fixed per-point weight (no gradient to the confidences, no prior term). Online adaptation sets it
+    # (config/tracker.yaml): trained at test time, σ² drifted to its ceiling instead of the geometry moving.
+    sigma2_detach: bool = False
     sigma2_normalize: bool = True  # divide by the detached mean precision: term scale ≈ the vanilla term's
     traj_sigma_px: float = 8.0  # pixel scale s of the traj residual: ρ = ‖r‖²/s²
     align_sigma_rel: float = 0.05  # scale of the align residual, × the mean distance of head-2 points to the origin

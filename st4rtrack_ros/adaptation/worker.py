@@ -50,6 +50,9 @@ from st4rtrack_ros.settings import check_keys
 
 log = logging.getLogger(__name__)
 
+#: Where online adaptation departs from LossConfig's defaults (why: docs/adaptation.md); ``adaptation.loss`` keys
+#: override these, key by key.
+ADAPTATION_LOSS_DEFAULTS: dict[str, Any] = {"sigma2_detach": True}
 PARAM_SETS = ("track_head", "heads", "heads+last_decoder", "decoders+heads")
 
 
@@ -78,7 +81,7 @@ class AdaptationConfig:
     corrupt_tracks: float = 0.0  # fraction of 2D pseudo-tracks replaced by wrong ones (random image positions)
     depth_noise: float = 0.0  # multiplicative log-normal noise (σ) on depth pseudo-labels
     depth_holes: float = 0.0  # fraction of depth pseudo-label pixels removed
-    loss: dict[str, Any] = field(default_factory=dict)  # LossConfig overrides (St4RTrack+ by default)
+    loss: dict[str, Any] = field(default_factory=dict)  # overrides of ADAPTATION_LOSS_DEFAULTS (St4RTrack+ otherwise)
     klt: dict[str, Any] = field(default_factory=dict)  # KLTConfig overrides
 
     def __post_init__(self) -> None:
@@ -92,8 +95,12 @@ class AdaptationConfig:
             raise ValueError("corrupt_tracks and depth_holes must lie in [0, 1], depth_noise ≥ 0")
         if self.steps < 1 or self.lr <= 0 or self.every_n_frames < 1:
             raise ValueError("steps ≥ 1, lr > 0 and every_n_frames ≥ 1 are required")
-        LossConfig.from_dict(self.loss)  # fail at start-up, not in the first round
+        self.loss_config()  # fail at start-up, not in the first round
         KLTConfig(**self.klt)
+
+    def loss_config(self) -> LossConfig:
+        """The loss this worker optimises: the adaptation defaults, then ``loss`` overrides."""
+        return LossConfig.from_dict({**ADAPTATION_LOSS_DEFAULTS, **self.loss})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> AdaptationConfig:
@@ -151,7 +158,7 @@ class AdaptationWorker:
         self.config = config
         self.lock = lock or threading.Lock()
         self.device = next(net.parameters()).device
-        self.loss_cfg = LossConfig.from_dict(config.loss)
+        self.loss_cfg = config.loss_config()
         self.klt_cfg = KLTConfig(**config.klt)
         self.shadow = copy.deepcopy(net).float().train()
         self.names = trainable_names(self.shadow, config.params)

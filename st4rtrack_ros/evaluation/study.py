@@ -122,8 +122,12 @@ def run_study(cfg: StudyConfig, out: Path, log: Any = sys.stderr) -> list[dict[s
             bag = out / "bags" / f"{preset}_{seed}_{cfg.frames}_{w}x{h}"
             if not (bag / "metadata.yaml").exists():
                 write_sequence(make_sequence(preset, cfg.frames, seed, width=w, height=h), bag)
-            r = {"key": key, "preset": preset, "corruption": corr, "seed": seed, "variant": variant,
-                 **run_cell(cfg, bag, corr, variant)}
+            same = next((done[k] for k in (_cell_key(preset, c, seed, variant) for c in cfg.corruption)
+                         if k in done), None) if cfg.variants[variant] is None else None
+            # Without adaptation nothing reads the pseudo-labels: one run serves every corruption level.
+            cell = {k: v for k, v in same.items() if k not in ("key", "corruption")} if same else \
+                run_cell(cfg, bag, corr, variant)
+            r = {**cell, "key": key, "preset": preset, "corruption": corr, "seed": seed, "variant": variant}
             f.write(json.dumps(r) + "\n")
             f.flush()
             done[key] = r

@@ -101,11 +101,10 @@ def test_stop_ends_a_running_round_within_a_layer(frames):
     w = AdaptationWorker(net, AdaptationConfig(enabled=True, steps=10_000, max_round_s=600.0, duty_cycle=1.0))
     w.start()
     assert w.submit(_snapshot(frames))
-    deadline = time.monotonic() + 20.0
-    while not (w.status()["busy"] and w.history) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10.0
+    while not w.status()["busy"] and time.monotonic() < deadline:
         time.sleep(0.01)
-        if w.status()["busy"] and time.monotonic() > deadline - 19.0:  # a second into the round: steps are running
-            break
+    time.sleep(1.0)  # into the optimiser steps (10,000 of them: the round cannot end by itself)
     assert w.status()["busy"]
     t = time.monotonic()
     assert w.stop(timeout=5.0)

@@ -142,7 +142,8 @@ def test_sigma2_cannot_switch_the_loss_off():
     tracks[1, 0] += 30.0  # one outlier
     logit = torch.zeros(2, 32, 48, requires_grad=True)
     opt = torch.optim.Adam([logit], lr=0.5)
-    cfg = LossConfig.plus(use_occlusion_mask=False, w_depth=0.0, w_align=0.0, sigma2_normalize=False)
+    cfg = LossConfig.plus(use_occlusion_mask=False, w_depth=0.0, w_align=0.0, sigma2_normalize=False,
+                          sigma2_detach=False)  # the trainable (likelihood) form, where σ² could try to escape
     lab = PseudoLabels(query_uv=scene.query_uv, tracks_uv=tracks)
     for _ in range(100):
         pred = WindowPrediction(scene.track_pts, scene.recon_pts, track_conf=1 + logit.exp(), recon_conf=None)
@@ -178,7 +179,7 @@ def test_config_from_dict_and_validation():
     with pytest.raises(ValueError):
         LossConfig(sigma2_max=math.inf)
     with pytest.raises(ValueError):
-        LossConfig(sigma2_prior=0.0)  # a free σ² without its prior could be raised at no cost
+        LossConfig(sigma2_prior=0.0, sigma2_detach=False)  # a free σ² without its prior could be raised at no cost
     assert LossConfig(sigma2_prior=0.0, sigma2_detach=True).sigma2_detach
     with pytest.raises(ValueError):
         LossConfig(tau_mode="percent")

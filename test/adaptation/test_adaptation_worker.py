@@ -56,6 +56,31 @@ def test_klt_follows_a_shifted_texture_and_drops_lost_points():
     assert vis[:, :2].all() and not vis[3, 2]  # the last point leaves the image
 
 
+def test_klt_survives_an_exposure_change():
+    """Auto-exposure / white balance between two frames (gain and offset) must not lose every track."""
+    import cv2
+
+    rng = np.random.default_rng(1)
+    base = cv2.GaussianBlur((rng.random((120, 160, 3)) * 200).astype(np.uint8), (5, 5), 1.5)
+    shifted = np.roll(base, (0, 3), axis=(0, 1))
+    brighter = np.clip(shifted.astype(np.float32) * 1.3 + 20, 0, 255).astype(np.uint8)
+    query = np.array([[40.0, 60.0], [80.0, 50.0], [100.0, 70.0]])
+    uv, vis = klt_tracks(np.stack([base, brighter]), query, KLTConfig())
+    assert vis[1].all() and np.allclose(uv[1], query + np.array([3.0, 0.0]), atol=0.5)
+
+
+def test_labels_follow_the_chain_not_the_spread_out_frames(frames):
+    """With the consecutive-frame chain the labels equal KLT through every frame, read at the snapshot's ones."""
+    chain = np.stack([f.rgb for f in frames[:9]])
+    idx = np.array([0, 4, 8])
+    snap = WindowSnapshot(images=torch.stack([to_tensor(r) for r in chain[idx]]), rgb=chain[idx],
+                          k=torch.as_tensor(frames[0].k, dtype=torch.float32), chain_rgb=chain, chain_index=idx)
+    w = AdaptationWorker(_net(), AdaptationConfig(enabled=True, window_frames=3, holdout_frames=1))
+    labels = w._labels(snap, [0, 1, 2])
+    uv, vis = klt_tracks(chain, labels.query_uv.numpy(), w.klt_cfg)
+    assert np.allclose(labels.tracks_uv.numpy(), uv[idx]) and np.array_equal(labels.track_vis.numpy(), vis[idx])
+
+
 def test_round_accepts_or_rolls_back_and_only_swaps_on_accept(frames):
     net = _net()
     cfg = AdaptationConfig(enabled=True, steps=3, lr=1e-4, duty_cycle=1.0)
@@ -135,6 +160,10 @@ def test_tracker_offers_snapshots_and_inference_runs_during_a_round(frames):
         assert len(offered) >= 2
         snap = offered[0]
         assert snap.images.shape == (4, 3, 80, 128) and snap.rgb.shape == (4, 80, 128, 3) and snap.depth is None
+        # KLT gets every frame since the anchor; the snapshot's frames sit at chain_index in it
+        assert snap.chain_rgb is not None and snap.chain_index is not None and snap.chain_index[0] == 0
+        assert len(snap.chain_rgb) == int(snap.chain_index[-1]) + 1 and np.all(np.diff(snap.chain_index) > 0)
+        assert np.array_equal(snap.chain_rgb[snap.chain_index], snap.rgb)
         deadline = time.time() + 30
         while w.status()["busy"] and time.time() < deadline:
             time.sleep(0.05)

@@ -99,8 +99,8 @@ def _start(tmp: Path, name: str, domain: int, params: dict[str, Any]) -> NodePro
     return node
 
 
-def test_sigterm_and_sigint_stop_within_2_s_and_a_restart_has_no_leftovers(tmp_path: Path,
-                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sigterm_and_sigint_stop_within_2_s_and_a_restart_has_no_leftovers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
     torch.manual_seed(0)
@@ -132,6 +132,8 @@ def test_sigterm_and_sigint_stop_within_2_s_and_a_restart_has_no_leftovers(tmp_p
 
         rc, took = _stop(first, signal.SIGTERM)
         log = first.log_path.read_text()
+        with capsys.disabled():
+            print(f"\n[shutdown] SIGTERM with a round in flight: rc {rc} after {took:.2f} s")
         assert rc == 0 and took < STOP_S, f"rc {rc} after {took:.2f} s\n{log[-3000:]}"
         assert "adaptation worker stopped cleanly" in log and "non-daemon threads left: none" in log, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
@@ -143,6 +145,8 @@ def test_sigterm_and_sigint_stop_within_2_s_and_a_restart_has_no_leftovers(tmp_p
         _feed(rec, frames[:2], 1_700_001_000 * 10**9)  # a fresh stamp range: the restarted node tracks
         rc, took = _stop(second, signal.SIGINT)
         log = second.log_path.read_text()
+        with capsys.disabled():
+            print(f"[shutdown] restart resumed the saved weights; SIGINT: rc {rc} after {took:.2f} s")
         assert rc == 0 and took < STOP_S, f"rc {rc} after {took:.2f} s\n{log[-3000:]}"
         assert "adaptation worker stopped cleanly" in log and "non-daemon threads left: none" in log, log[-3000:]
     finally:

@@ -1,0 +1,114 @@
+"""The node under device faults, in this process (no DDS traffic needed): an out-of-memory frame is dropped and
+counted (``frames_oom_dropped`` in /diagnostics), the next frame is published, and adaptation that switched itself
+off for lack of memory says why in /diagnostics. The real tiny network; the OOM is injected on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+rclpy = pytest.importorskip(
+    "rclpy", reason="rclpy cannot be imported: the ROS 2 wheels are missing (run scripts/setup_env.sh)"
+)
+pytest.importorskip("st4rtrack_msgs", reason="st4rtrack_msgs is not built (scripts/setup_env.sh step 'messages')")
+
+from builtin_interfaces.msg import Time  # noqa: E402
+
+from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker, WindowSnapshot  # noqa: E402
+from st4rtrack_ros.data.sequence import make_sequence  # noqa: E402
+from st4rtrack_ros.model.config import preset  # noqa: E402
+from st4rtrack_ros.model.network import St4RTrackNet  # noqa: E402
+from st4rtrack_ros.model.preprocess import to_tensor  # noqa: E402
+from st4rtrack_ros.model.streaming import StreamingEngine  # noqa: E402
+from st4rtrack_ros.ros.conversions import stamp_from_ns  # noqa: E402
+from st4rtrack_ros.ros.env import domain_id_for  # noqa: E402
+from st4rtrack_ros.ros.node import TrackerNode, _Frame  # noqa: E402
+from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_:DeprecationWarning")
+
+
+@pytest.fixture()
+def node(monkeypatch: pytest.MonkeyPatch) -> Iterator[TrackerNode]:
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain_id_for(os.getpid() + 53))
+    torch.manual_seed(0)
+    net = St4RTrackNet(preset("tiny_128")).eval()
+    worker = AdaptationWorker(net, AdaptationConfig(enabled=False))
+    tracker = OnlineTracker(StreamingEngine(net), TrackerConfig(window_size=50, min_visible_fraction=0.0,
+                                                                num_queries=32, map_every=0), worker)
+    n = TrackerNode(tracker=tracker, context=ctx)
+    try:
+        yield n
+    finally:
+        n.shutdown()
+        n.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+
+def _frames(n: int) -> list[_Frame]:
+    seq = make_sequence("easy", n, seed=2, width=128, height=96, n_tracks=8, n_object_tracks=2)
+    out = []
+    for f in seq.frames():
+        sec, nsec = stamp_from_ns(f.stamp_ns)
+        out.append(_Frame(Time(sec=sec, nanosec=nsec), f.stamp_ns, f.rgb, time.monotonic()))
+    return out
+
+
+def _diagnostics(node: TrackerNode, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    sent: list[Any] = []
+    monkeypatch.setattr(node.pub_diag, "publish", sent.append)
+    node._publish_diagnostics()
+    return {kv.key: kv.value for kv in sent[-1].status[0].values}
+
+
+def test_an_oom_frame_is_dropped_counted_and_the_next_one_published(node: TrackerNode,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = node.tracker.engine
+    real, calls = engine.step, [0]
+
+    def step(x: torch.Tensor) -> Any:
+        calls[0] += 1
+        if calls[0] == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB (injected)")
+        return real(x)
+
+    monkeypatch.setattr(engine, "step", step)
+    published: list[Any] = []
+    monkeypatch.setattr(node.pub_status, "publish", published.append)
+    for f in _frames(5):
+        node._process(f)
+    c = node.counters
+    assert c.oom_dropped == 1 and c.processed == 4 and c.rejected == 0
+    assert len(published) == 4 and published[-1].resets == 0  # same world before and after the dropped frame
+    values = _diagnostics(node, monkeypatch)
+    assert values["frames_oom_dropped"] == "1" and values["frames_processed"] == "4"
+
+
+def test_adaptation_switched_off_by_oom_is_reported_in_diagnostics(node: TrackerNode,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    ad = node.tracker.adaptation
+    ad.set_enabled(True)
+
+    def oom(*_a: Any) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(ad, "_loss", oom)
+    frames = _frames(7)
+    rgb = np.stack([f.rgb for f in frames[:6]])
+    snap = WindowSnapshot(images=torch.stack([to_tensor(r) for r in rgb]), rgb=rgb, k=torch.eye(3))
+    ad.run_round(snap)
+    ad.run_round(snap)
+    monkeypatch.setattr(node.pub_status, "publish", lambda _m: None)
+    node._process(frames[6])  # inference goes on; the status it publishes carries the worker's state
+    values = _diagnostics(node, monkeypatch)
+    assert values["adaptation"] == "disabled" and values["adaptation_oom"] == "2"
+    assert "out of memory" in values["adaptation_disabled_reason"] and node.counters.processed == 1
