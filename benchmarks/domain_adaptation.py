@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--every", type=int, default=4, help="frames between offline rounds")
     ap.add_argument("--steps", type=int, default=10, help="optimiser steps per offline round")
+    ap.add_argument("--lr", type=float, default=1e-4, help="offline and online learning rate")
     ap.add_argument("--work", type=Path, default=Path("out/domain"))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -50,10 +51,11 @@ def main() -> None:
     if not domain.exists():
         t0 = time.perf_counter()
         rc = adapt_main([*map(str, train_bags), "--out", str(domain), "--checkpoint", str(base), "--device", "cpu",
-                         "--epochs", str(args.epochs), "--every", str(args.every), "--steps", str(args.steps)])
+                         "--epochs", str(args.epochs), "--every", str(args.every), "--steps", str(args.steps),
+                         "--lr", str(args.lr)])
         assert rc == 0, "st4rtrack-adapt failed"
         print(f"[domain] adapted in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    online = {"every_n_frames": 8, "steps": 10, "lr": 1e-4}  # the adaptation table's online schedule
+    online = {"every_n_frames": 8, "steps": 10, "lr": args.lr}  # the adaptation table's online schedule
     rows: dict[str, list[dict]] = {}
     for name, ckpt, adapt in [("base, TTA off", base, None), ("domain, TTA off", domain, None),
                               ("base, TTA on", base, online), ("domain, TTA on", domain, online)]:

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--epochs", type=int, default=1, help="passes over the bags")
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps per round (default: config × 2)")
     ap.add_argument("--every", type=int, default=None, help="frames between rounds (default: the config's)")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the config's)")
     ap.add_argument("--max-frames", type=int, default=0, help="frames per bag (0 = all)")
     ap.add_argument("--device", default=None)
     return ap
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     adapt_cfg = dataclasses.replace(
         adapt_cfg, enabled=True, synchronous=True, save_path="",
-        steps=args.steps or 2 * adapt_cfg.steps, every_n_frames=args.every or adapt_cfg.every_n_frames)
+        steps=args.steps or 2 * adapt_cfg.steps, every_n_frames=args.every or adapt_cfg.every_n_frames,
+        lr=args.lr or adapt_cfg.lr)
     worker = AdaptationWorker(net, adapt_cfg)
     history: list[dict] = []
     for epoch in range(args.epochs):

@@ -62,6 +62,9 @@ class LossConfig:
     sigma2_normalize: bool = True  # divide by the detached mean precision: term scale ≈ the vanilla term's
     traj_sigma_px: float = 8.0  # pixel scale s of the traj residual: ρ = ‖r‖²/s²
     align_sigma_rel: float = 0.05  # scale of the align residual, × the mean distance of head-2 points to the origin
+    # The depth label of the anchor also supervises head 1 of (I₁, I₁): the tracks start from that pointmap (it is
+    # the world frame's own camera, so no pose is involved), and its depth error is most of the tracking error.
+    depth_on_track_anchor: bool = False
 
     def __post_init__(self) -> None:
         """Reject settings that would let σ² switch a loss off or make a term meaningless."""
@@ -244,7 +247,11 @@ def compute_losses(
     z_rec = recon_depth(pred.recon_pts, t_world_cam) if need_zrec else None
 
     if need_depth:
-        terms["depth"], stats["depth_valid_frac"] = _depth_term(z_rec, labels.mono_depth.to(dev, dt), fv)
+        z_d, mono_d, fv_d = z_rec, labels.mono_depth.to(dev, dt), fv
+        if cfg.depth_on_track_anchor:  # one more "frame": head 1's anchor depth against the anchor's label
+            z_d = torch.cat([z_rec, pred.track_pts[:1, ..., 2]])
+            mono_d, fv_d = torch.cat([mono_d, mono_d[:1]]), torch.cat([fv, fv[:1]])
+        terms["depth"], stats["depth_valid_frac"] = _depth_term(z_d, mono_d, fv_d)
         present["depth"] = True
 
     if need_tracks and (cfg.w_traj > 0 or cfg.w_align > 0):

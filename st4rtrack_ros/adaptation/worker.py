@@ -211,10 +211,14 @@ class AdaptationWorker:
             self._thread = threading.Thread(target=self._loop, name="st4r-adaptation", daemon=True)
             self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> bool:
-        """Ask the thread to stop after its current step, keep the adapted weights; True if it ended in time."""
+    def request_stop(self) -> None:
+        """Ask the thread to stop without waiting (the round ends within one layer); ``stop`` then joins it."""
         self._stop.set()
         self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Ask the thread to stop after its current step, keep the adapted weights; True if it ended in time."""
+        self.request_stop()
         ended = True
         if self._thread is not None:
             self._thread.join(timeout)

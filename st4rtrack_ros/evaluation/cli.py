@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--image-topic", default=None, help="camera topic (default: the bag-format topic)")
     ap.add_argument("--adapt", action="store_true",
                     help="run St4RTrack+ test-time adaptation (rounds run in step, reproducibly)")
+    ap.add_argument("--depth-labels", action="store_true",
+                    help="hand the bag's depth to the tracker as an RGB-D robot's aligned depth (adaptation labels, "
+                         "metric scale)")
     ap.add_argument("--mode", choices=("protocol", "online"), default=None,
                     help="protocol: frame 0 anchors the whole run (WorldTrack); online: the tracker's sliding window")
     return ap
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"st4rtrack-eval: {e}", file=sys.stderr)
         return 2
     cfg = RunConfig(max_frames=args.frames if args.frames is not None else int(section.get("max_frames", 64)),
-                    mode=args.mode or section.get("mode", "protocol"))
+                    mode=args.mode or section.get("mode", "protocol"), depth_to_tracker=args.depth_labels)
     tracker_cfg = dataclasses.replace(tracker_cfg, fit=model_section.get("fit", tracker_cfg.fit))
     if cfg.mode == "protocol":
         tracker_cfg = protocol_config(tracker_cfg)
@@ -81,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": f"{net.config.img_size[0]}×{net.config.img_size[1]}, enc {net.config.enc_depth}×"
                      f"{net.config.enc_embed_dim}, dec {net.config.dec_depth}×{net.config.dec_embed_dim}",
             "adaptation": worker.status() if worker else "off", "mode": cfg.mode,
+            "depth_labels": cfg.depth_to_tracker,
             "anchor": "fixed: frame 0" if cfg.mode == "protocol" else
             f"sliding window of {tracker_cfg.window_size} frames"}
     report = write_report(run, metrics, args.out, meta)

@@ -670,11 +670,13 @@ class TrackerNode(Node):
         Returns True when both threads ended; a thread still busy is a daemon and ends with the process."""
         end = time.monotonic() + timeout
         self._stop.set()
+        ad = getattr(self.tracker, "adaptation", None)
+        if hasattr(ad, "request_stop"):
+            ad.request_stop()  # both threads wind down at once
         self._worker.join(timeout=max(0.05, min(0.5 * timeout, end - time.monotonic())))
         ok = not self._worker.is_alive()
         if not ok:
             self.get_logger().warning("tracker worker still busy with a frame at shutdown")
-        ad = getattr(self.tracker, "adaptation", None)
         if ad is not None and hasattr(ad, "stop"):
             if ad.stop(timeout=max(0.05, end - time.monotonic())):
                 self.get_logger().info(f"adaptation worker stopped cleanly (weights version "

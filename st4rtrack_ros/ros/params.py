@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from st4rtrack_ros.adaptation.worker import PARAM_SETS
 from st4rtrack_ros.settings import DEFAULT_CONFIG, load_params
 
 PACKAGE = "st4rtrack_ros"
@@ -60,7 +61,7 @@ SPECS: dict[str, ParamSpec] = {
     "adaptation.holdout_frames": ParamSpec("snapshot frames held out to validate a round", min=1, max=254),
     "adaptation.steps": ParamSpec("optimiser steps per round", min=1, max=100000),
     "adaptation.lr": ParamSpec("adaptation learning rate", min=1e-12, max=1.0),
-    "adaptation.params": ParamSpec("trainable subset", choices=("heads", "heads+last_decoder", "decoders+heads")),
+    "adaptation.params": ParamSpec("trainable subset", choices=PARAM_SETS),
     "adaptation.min_improvement": ParamSpec("held-out loss drop needed to accept a round", min=0.0, max=1.0),
     "adaptation.max_round_s": ParamSpec("wall-time budget per round (s)", min=0.1, max=_F),
     "adaptation.duty_cycle": ParamSpec("fraction of wall time a round computes", min=0.01, max=1.0),
@@ -74,6 +75,11 @@ SPECS: dict[str, ParamSpec] = {
     "adaptation.resume": ParamSpec("load save_path at start (refused if made for another base model)"),
     "adaptation.loss.use_occlusion_mask": ParamSpec("St4RTrack+ occlusion mask in the adaptation loss"),
     "adaptation.loss.use_sigma2": ParamSpec("St4RTrack+ σ² weighting in the adaptation loss"),
+    "adaptation.loss.sigma2_detach": ParamSpec("σ² as fixed per-point weights (no gradient to the confidences)"),
+    "adaptation.loss.w_traj": ParamSpec("weight of the 2D reprojection term", min=0.0, max=1e3),
+    "adaptation.loss.w_depth": ParamSpec("weight of the depth-consistency term (needs depth_topic)", min=0.0, max=1e3),
+    "adaptation.loss.w_align": ParamSpec("weight of the 3D track/reconstruction consistency term", min=0.0, max=1e3),
+    "adaptation.loss.depth_on_track_anchor": ParamSpec("the depth label also supervises head 1's anchor pointmap"),
     "ros.image_topic": ParamSpec("input camera topic (sensor_msgs/Image)"),
     "ros.compressed": ParamSpec("subscribe sensor_msgs/CompressedImage on <image_topic>/compressed instead"),
     "ros.camera_info_topic": ParamSpec("sensor_msgs/CameraInfo topic; empty = none (K estimated)"),

@@ -5,7 +5,11 @@ magnitude above what the node processes on a 2-core CPU — and checks that outp
 grows, end-to-end latency stays bounded and flat (no queue anywhere: the node keeps one frame), and output stops
 promptly when input stops. Then a second participant subscribes reliably to the node's clouds and tracks and never
 spins, and a third process subscribes and is then frozen (SIGSTOP: its DDS stack cannot even acknowledge): the
-node's output rate must not fall (reliable KEEP_LAST writers overwrite, they do not wait for readers).
+node must not slow down (reliable KEEP_LAST writers overwrite, they do not wait for readers).
+
+Bounds are in units of the node's own tracker step (``step_ms`` in ~/status), so a CPU shared with other jobs makes
+them wider, not flaky: with a one-frame slot a frame waits for at most the step in progress, then takes its own, so
+its latency is at most two steps plus publishing; a queue would add a step for every frame queued (hundreds here).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_:DeprecationWarning"
 
 HZ = 200.0
 BURST_S = 3.0
-MAX_LATENCY_MS = 1500.0  # a queue would reach BURST_S × 1000 ms and more; one-frame slot ≈ 2 tracker steps
+SLACK_S = 0.5  # publishing, DDS and scheduling on top of two tracker steps
 
 
 @dataclass
@@ -61,15 +65,28 @@ class Burst:
     outputs: int
     latency_ms: np.ndarray  # end to end (publish → ~/status receipt), in send order
     node_latency_ms: np.ndarray  # the node's own receipt → publication
+    step_ms: np.ndarray  # the tracker step of each output
     dropped: int  # growth of frames_dropped over the burst
     max_gap_s: float  # longest time between two outputs during the burst
     drain_s: float  # last publish → last output
+
+    @property
+    def step_s(self) -> float:
+        """The longest tracker step in the burst (s): the unit of the bounds."""
+        return float(self.step_ms.max()) / 1e3
+
+    @property
+    def busy(self) -> float:
+        """Fraction of the burst the tracker spent in steps: near 1 when nothing but CPU holds the worker back; a
+        publisher blocked by a reader would lower it whatever the CPU contention."""
+        return float(self.step_ms.sum()) / 1e3 / BURST_S
 
     def line(self) -> str:
         p = np.percentile
         return (f"sent {self.sent} at {HZ:g} Hz, {self.outputs} outputs ({self.outputs / BURST_S:.1f}/s), dropped "
                 f"{self.dropped}, latency p50 {p(self.latency_ms, 50):.0f} p95 {p(self.latency_ms, 95):.0f} max "
-                f"{self.latency_ms.max():.0f} ms, node p95 {p(self.node_latency_ms, 95):.0f} ms, max gap "
+                f"{self.latency_ms.max():.0f} ms, node p95 {p(self.node_latency_ms, 95):.0f} ms, step p50 "
+                f"{p(self.step_ms, 50):.0f} max {self.step_ms.max():.0f} ms, busy {self.busy:.2f}, max gap "
                 f"{self.max_gap_s:.2f} s, drain {self.drain_s:.2f} s")
 
 
@@ -100,11 +117,31 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     try:
         if not rec.wait_for(lambda: not node.alive() or "ready:" in node.log(), 60.0) or not node.alive():
             pytest.fail(f"node did not start:\n{node.log()[-3000:]}")
-        yield Rig(node, rec, [_image(f.rgb, 0) for f in seq.frames()])
+        r = Rig(node, rec, [_image(f.rgb, 0) for f in seq.frames()])
+        _warm_up(r)
+        yield r
     finally:
         rec.close()
         node.stop()
         mp.undo()
+
+
+def _warm_up(rig: Rig, outputs: int = 8) -> None:
+    """Discovery, then a few frames at 5 Hz: the first steps pay for lazy initialisation, not for load."""
+    rec = rig.rec
+    pub = rec.publisher("/camera/image_raw", Image, reliable=False, depth=1)
+    status = rec.topic("status")
+    end = time.monotonic() + 60.0
+    i = 0
+    while rec.inbox.count(status) < outputs and time.monotonic() < end:
+        img = rig.images[i % len(rig.images)]
+        rig.t_ns += 10**8
+        img.header.stamp.sec, img.header.stamp.nanosec = stamp_from_ns(rig.t_ns)
+        pub.publish(img)
+        i += 1
+        time.sleep(0.2)
+    assert rec.inbox.count(status) >= outputs, f"no steady output before the bursts:\n{rig.node.log()[-3000:]}"
+    rec.wait_for(lambda: time.monotonic() - rec.inbox.get(status)[-1][0] > 0.5, 5.0)
 
 
 def _burst(rig: Rig) -> Burst:
@@ -112,15 +149,7 @@ def _burst(rig: Rig) -> Burst:
     rec = rig.rec
     pub = rec.publisher("/camera/image_raw", Image, reliable=False, depth=1)
     status = rec.topic("status")
-    end = time.monotonic() + 20.0  # discovery (first burst) and a first output before measuring
-    while not rec.inbox.count(status) and time.monotonic() < end:
-        img = rig.images[0]
-        img.header.stamp.sec, img.header.stamp.nanosec = stamp_from_ns(rig.t_ns)
-        rig.t_ns += 10**7
-        pub.publish(img)
-        time.sleep(0.2)
     before = rec.inbox.count(status)
-    assert before, f"no output at all:\n{rig.node.log()[-3000:]}"
     dropped0 = rec.inbox.get(status)[-1][1].frames_dropped
     sent: dict[int, float] = {}
     t0 = time.monotonic()
@@ -141,18 +170,25 @@ def _burst(rig: Rig) -> Burst:
     return Burst(sent=len(sent), outputs=len(got),
                  latency_ms=np.array([1e3 * (t - sent[ns_from_stamp(m.header.stamp)]) for t, m in got]),
                  node_latency_ms=np.array([m.latency_ms for _, m in got]),
+                 step_ms=np.array([m.step_ms for _, m in got]),
                  dropped=int(got[-1][1].frames_dropped - dropped0), max_gap_s=float(np.diff(times).max()),
                  drain_s=float(got[-1][0] - t_last))
 
 
 def _check(b: Burst) -> None:
-    assert b.outputs >= BURST_S, b.line()  # outputs keep coming: at least one a second
-    assert b.max_gap_s < 2.0, b.line()
+    bound_s = 2 * b.step_s + SLACK_S  # one step waited for, one step of its own
+    assert b.outputs >= 3, b.line()  # outputs keep coming, with no long gap
+    assert b.max_gap_s < bound_s, b.line()
     assert b.dropped > 0, b.line()  # the one-frame slot replaced frames, and says so
-    assert np.percentile(b.latency_ms, 95) < MAX_LATENCY_MS and b.node_latency_ms.max() < MAX_LATENCY_MS, b.line()
+    assert b.latency_ms.max() / 1e3 < bound_s and b.node_latency_ms.max() / 1e3 < bound_s, b.line()
     third = max(len(b.latency_ms) // 3, 1)  # flat: no queue builds up during the burst
-    assert np.median(b.latency_ms[-third:]) < 2 * np.median(b.latency_ms[:third]) + 250.0, b.line()
-    assert b.drain_s < MAX_LATENCY_MS / 1e3, b.line()  # nothing was queued: output stops with input
+    assert np.median(b.latency_ms[-third:]) < np.median(b.latency_ms[:third]) + 1e3 * b.step_s + 100.0, b.line()
+    assert b.drain_s < bound_s, b.line()  # nothing was queued: output stops with input
+
+
+def _not_slower(b: Burst, base: Burst) -> None:
+    """The worker still spends its time in tracker steps (a blocked publish would show as idle time)."""
+    assert b.busy >= 0.6 * base.busy, f"{b.line()}\nvs without the reader: {base.line()}"
 
 
 def test_flood_keeps_latency_bounded_and_counts_drops(rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,7 +215,7 @@ def test_a_subscriber_that_never_reads_does_not_slow_the_node(rig: Rig, capsys: 
         with capsys.disabled():
             print(f"\n[flood + a subscriber that never reads] {b.line()}\n[flood alone] {base.line()}")
         _check(b)
-        assert b.outputs >= 0.5 * base.outputs, f"{b.line()} vs {base.line()}"
+        _not_slower(b, base)
     finally:
         stuck.destroy_node()
         rclpy.try_shutdown(context=ctx)
@@ -223,7 +259,7 @@ def test_a_frozen_subscriber_process_does_not_slow_the_node(rig: Rig, tmp_path: 
         with capsys.disabled():
             print(f"\n[flood + a frozen subscriber process] {b.line()}\n[flood alone] {base.line()}")
         _check(b)
-        assert b.outputs >= 0.5 * base.outputs, f"{b.line()} vs {base.line()}"
+        _not_slower(b, base)
     finally:
         proc.send_signal(signal.SIGCONT)
         proc.send_signal(signal.SIGINT)
