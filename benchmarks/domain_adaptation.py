@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adapt_sweep import bag_for, run_one
 
 from st4rtrack_ros.adaptation.domain_cli import main as adapt_main
-from st4rtrack_ros.settings import default_checkpoint
+from st4rtrack_ros.settings import default_checkpoint, load_section
 
 
 def mean_sd(vals: list[float]) -> str:
@@ -42,30 +42,37 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=4, help="frames between offline rounds")
     ap.add_argument("--steps", type=int, default=10, help="optimiser steps per offline round")
     ap.add_argument("--lr", type=float, default=1e-4, help="offline and online learning rate")
+    ap.add_argument("--config", type=Path, help="parameters file whose adaptation section both stages use")
+    ap.add_argument("--depth-labels", action="store_true", help="RGB-D: the bags' depth images are labels")
     ap.add_argument("--work", type=Path, default=Path("out/domain"))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     base = default_checkpoint()
     train_bags = [bag_for(args.work, args.preset, s, args.train_frames) for s in args.train_seeds]
-    domain = args.work / f"{args.preset}_domain.safetensors"
+    tag = f"{args.config.stem if args.config else 'defaults'}{'_rgbd' if args.depth_labels else ''}"
+    domain = args.work / f"{args.preset}_{tag}_domain.safetensors"
     if not domain.exists():
         t0 = time.perf_counter()
         rc = adapt_main([*map(str, train_bags), "--out", str(domain), "--checkpoint", str(base), "--device", "cpu",
                          "--epochs", str(args.epochs), "--every", str(args.every), "--steps", str(args.steps),
-                         "--lr", str(args.lr)])
+                         "--lr", str(args.lr), *(["--config", str(args.config)] if args.config else []),
+                         *(["--depth-labels"] if args.depth_labels else [])])
         assert rc == 0, "st4rtrack-adapt failed"
         print(f"[domain] adapted in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    online = {"every_n_frames": 8, "steps": 10, "lr": args.lr}  # the adaptation table's online schedule
+    section = load_section(args.config, "adaptation") if args.config else {}
+    online = {**section, "every_n_frames": 8, "steps": 10, "lr": args.lr}  # the adaptation table's online schedule
+    online.pop("enabled", None)
     rows: dict[str, list[dict]] = {}
     for name, ckpt, adapt in [("base, TTA off", base, None), ("domain, TTA off", domain, None),
                               ("base, TTA on", base, online), ("domain, TTA on", domain, online)]:
         rows[name] = []
         for seed in args.test_seeds:
-            cache = args.work / "eval" / name.replace(", ", "_").replace(" ", "_") / f"{seed}.json"
+            cache = args.work / "eval" / tag / name.replace(", ", "_").replace(" ", "_") / f"{seed}.json"
             if not cache.exists():
                 bag = bag_for(args.work, args.preset, seed, args.frames)
                 cache.parent.mkdir(parents=True, exist_ok=True)
-                cache.write_text(json.dumps(run_one(ckpt, bag, adapt, "protocol", args.frames, False), indent=1))
+                cache.write_text(json.dumps(run_one(ckpt, bag, adapt, "protocol", args.frames, args.depth_labels),
+                                              indent=1))
             rows[name].append(json.loads(cache.read_text()))
             r = rows[name][-1]
             print(f"[domain] {name} seed {seed}: EPE {r['epe']:.3f} AbsRel {r['abs_rel']:.3f}", file=sys.stderr,

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps per round (default: config × 2)")
     ap.add_argument("--every", type=int, default=None, help="frames between rounds (default: the config's)")
     ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the config's)")
+    ap.add_argument("--depth-labels", action="store_true",
+                    help="use the bags' aligned depth images as depth pseudo-labels (an RGB-D robot's recordings)")
     ap.add_argument("--max-frames", type=int, default=0, help="frames per bag (0 = all)")
     ap.add_argument("--device", default=None)
     return ap
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                     if args.max_frames and i >= args.max_frames:
                         break
                     rounds = worker.rounds
-                    tracker.step(FrameInput(f.stamp_ns, f.image, f.k))  # a robot bag has no GT: none used
+                    # Nothing else of the bag is read: a robot's recording has no ground truth.
+                    tracker.step(FrameInput(f.stamp_ns, f.image, f.k, f.gt_depth if args.depth_labels else None))
                     if worker.rounds > rounds and worker.last is not None:
                         last = worker.last
                         history.append({"epoch": epoch, "bag": str(bag), "frame": i, "accepted": last.accepted,
