@@ -146,6 +146,13 @@ def _ms(vals: list[Any]) -> str:
     return f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
 
 
+def _paired(results: list[dict[str, Any]], variant: str, ref: str, key: str) -> list[float]:
+    """``key`` of ``variant`` minus that of ``ref`` over the cells (preset, corruption, seed) both have."""
+    by = {(r["preset"], r["corruption"], r["seed"], r["variant"]): r.get(key) for r in results}
+    return [by[(p, c, s, variant)] - val for (p, c, s, v), val in by.items()
+            if v == ref and val is not None and by.get((p, c, s, variant)) is not None]
+
+
 def write_summary(cfg: StudyConfig, results: list[dict[str, Any]], out: Path) -> Path:
     import matplotlib
 
@@ -172,6 +179,17 @@ def write_summary(cfg: StudyConfig, results: list[dict[str, Any]], out: Path) ->
                      f"{_ms([r['epe_dynamic'] for r in rs])} | {_ms([r['abs_rel'] for r in rs])} | "
                      f"{_ms([r['ate'] for r in rs])} | {sum(r['accepted'] for r in rs)} | "
                      f"{sum(r['rolled_back'] for r in rs)} | {sum(r['diverged'] for r in rs)} |")
+    lines += ["", "Paired differences (same preset, corruption and seed; negative = lower error; wins = cells "
+              "where the variant's error is lower):", "",
+              "| variant | ΔEPE vs no adaptation | wins | ΔEPE vs vanilla | wins | ΔAbsRel vs no adaptation | wins |",
+              "|---|---|---|---|---|---|---|"]
+    ref_none, ref_van = variants[0], (variants[1] if len(variants) > 1 else variants[0])
+    for v in variants[1:]:
+        cols = []
+        for ref, key in ((ref_none, "epe"), (ref_van, "epe"), (ref_none, "abs_rel")):
+            d = _paired(results, v, ref, key)
+            cols += [f"{statistics.mean(d):+.4f}" if d else "–", f"{sum(x < 0 for x in d)}/{len(d)}"]
+        lines.append(f"| {v} | " + " | ".join(cols) + " |")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for v in variants:
         ys = [statistics.mean([r["epe"] for r in results if r["variant"] == v and r["corruption"] == c

@@ -277,6 +277,7 @@ class OnlineTracker:
         """Keep this window's frames; every N frames hand the worker a snapshot (it may refuse: never wait)."""
         ad = self.adaptation
         if ad is None or not ad.enabled:
+            self._chain_overflow = True  # frames go unrecorded: the chain has a gap until the next anchor
             return
         if self._window is not None and self._frame_index == self._window.index:
             self._anchor_snapshot(x, rgb, frame)  # a new world: this frame is the anchor
