@@ -191,17 +191,17 @@ def write_summary(cfg: StudyConfig, results: list[dict[str, Any]], out: Path) ->
             cols += [f"{statistics.mean(d):+.4f}" if d else "–", f"{sum(x < 0 for x in d)}/{len(d)}"]
         lines.append(f"| {v} | " + " | ".join(cols) + " |")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for v in variants:
+    for i, v in enumerate(variants):  # one colour per variant in every panel
         ys = [statistics.mean([r["epe"] for r in results if r["variant"] == v and r["corruption"] == c
                                and r["epe"] is not None] or [math.nan]) for c in cfg.corruption]
-        axes[0].plot([100 * c for c in cfg.corruption], ys, "o-", label=v)
+        axes[0].plot([100 * c for c in cfg.corruption], ys, "o-", color=f"C{i}", label=v)
         ps = [statistics.mean([r["epe"] for r in results if r["variant"] == v and r["preset"] == p
                                and r["epe"] is not None] or [math.nan]) for p in cfg.presets]
-        axes[1].plot(cfg.presets, ps, "o-", label=v)
+        axes[1].plot(cfg.presets, ps, "o-", color=f"C{i}", label=v)
         hist = [h for r in results if r["variant"] == v for h in r["history"]]
         if hist:
             axes[2].plot([h["loss_after"] / h["loss_before"] if h["loss_before"] else math.nan for h in hist], ".",
-                         label=v)
+                         color=f"C{i}", label=v)
     axes[0].set(xlabel="corrupted 2D pseudo-tracks (%)", ylabel="track EPE (m)", title="error vs corruption")
     axes[1].set(xlabel="preset", ylabel="track EPE (m)", title="error vs preset (occlusion, motion, shift)")
     axes[2].set(xlabel="round", ylabel="held-out loss after / before", title="round stability")
