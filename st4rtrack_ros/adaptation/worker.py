@@ -43,7 +43,13 @@ from st4rtrack_ros.adaptation.persistence import (
     save_adapted,
     weights_fingerprint,
 )
-from st4rtrack_ros.adaptation.pseudo_labels import KLTConfig, anchor_queries, klt_tracks
+from st4rtrack_ros.adaptation.pseudo_labels import (
+    KLTConfig,
+    ScriptedDepth,
+    ScriptedTracker,
+    anchor_queries,
+    klt_tracks,
+)
 from st4rtrack_ros.geometry.pose import PoseConfig
 from st4rtrack_ros.model.network import St4RTrackNet
 from st4rtrack_ros.settings import check_keys
@@ -83,6 +89,10 @@ class AdaptationConfig:
     depth_holes: float = 0.0  # fraction of depth pseudo-label pixels removed
     loss: dict[str, Any] = field(default_factory=dict)  # overrides of ADAPTATION_LOSS_DEFAULTS (St4RTrack+ otherwise)
     klt: dict[str, Any] = field(default_factory=dict)  # KLTConfig overrides
+    # Optional learned labellers, TorchScript files on local disk only ("" = none: KLT tracks; depth term only with a
+    # depth image). See pseudo_labels.ScriptedTracker / ScriptedDepth for the expected signatures.
+    track_model: str = ""
+    depth_model: str = ""
 
     def __post_init__(self) -> None:
         if self.params not in PARAM_SETS:
@@ -160,6 +170,8 @@ class AdaptationWorker:
         self.device = next(net.parameters()).device
         self.loss_cfg = config.loss_config()
         self.klt_cfg = KLTConfig(**config.klt)
+        self.track_model = ScriptedTracker(config.track_model) if config.track_model else None
+        self.depth_model = ScriptedDepth(config.depth_model) if config.depth_model else None
         self.shadow = copy.deepcopy(net).float().train()
         self.names = trainable_names(self.shadow, config.params)
         live = dict(net.named_parameters())
@@ -289,7 +301,15 @@ class AdaptationWorker:
             "last_loss_after": last.loss_after if last else math.nan,
             "last_round_s": last.seconds if last else math.nan,
             "window_frames": self.window_frames, "oom": self.oom, "disabled_reason": self.disabled_reason,
+            "pseudo_labels": self.label_sources(),
         }
+
+    def label_sources(self) -> str:
+        """Where the pseudo-labels come from (a plug-in that is absent switches its source off, and says so)."""
+        tracks = f"tracks: {self.track_model.path.name}" if self.track_model else "tracks: KLT"
+        depth = (f"depth: {self.depth_model.path.name} (when no depth image)" if self.depth_model
+                 else "depth: depth image only (no depth_model plug-in)")
+        return f"{tracks}; {depth}"
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -312,12 +332,15 @@ class AdaptationWorker:
     def _labels(self, snap: WindowSnapshot, frames: list[int]) -> PseudoLabels:
         rgb = snap.rgb[frames]
         query = anchor_queries(rgb[0], self.klt_cfg)
+        track = self.track_model or (lambda frames_rgb, q: klt_tracks(frames_rgb, q, self.klt_cfg))
         if snap.chain_rgb is not None and snap.chain_index is not None:
-            uv, vis = klt_tracks(snap.chain_rgb[: int(snap.chain_index[frames].max()) + 1], query, self.klt_cfg)
+            uv, vis = track(snap.chain_rgb[: int(snap.chain_index[frames].max()) + 1], query)
             uv, vis = uv[snap.chain_index[frames]], vis[snap.chain_index[frames]]
         else:
-            uv, vis = klt_tracks(rgb, query, self.klt_cfg)
+            uv, vis = track(rgb, query)
         depth = snap.depth[frames] if snap.depth is not None else None
+        if depth is None and self.depth_model is not None:
+            depth = self.depth_model(rgb)
         uv, depth = self._corrupt(uv, depth, rgb.shape[1:3])
         dev = self.device
         return PseudoLabels(query_uv=torch.as_tensor(query, dtype=torch.float32, device=dev),

@@ -278,7 +278,11 @@ class TrackerNode(Node):
             adapt_cfg = AdaptationConfig.from_dict(P.unflatten(self._p, "adaptation"))
         except (TypeError, ValueError, KeyError) as e:
             raise NodeStartError(f"bad adaptation parameters: {e}") from e
-        worker = AdaptationWorker(net, adapt_cfg)
+        try:
+            worker = AdaptationWorker(net, adapt_cfg)
+        except (FileNotFoundError, ValueError) as e:  # a configured plug-in that is missing or not TorchScript
+            raise NodeStartError(f"adaptation: {e}") from e
+        self.get_logger().info(f"adaptation pseudo-labels: {worker.label_sources()}")
         if adapt_cfg.resume and adapt_cfg.save_path and Path(adapt_cfg.save_path).exists():
             try:
                 worker.load()

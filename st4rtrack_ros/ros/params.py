@@ -73,6 +73,8 @@ SPECS: dict[str, ParamSpec] = {
     "adaptation.save_path": ParamSpec("file for adapted weights (atomic writes); empty = not kept"),
     "adaptation.save_every_accepted": ParamSpec("save after this many accepted rounds", min=1, max=_F),
     "adaptation.resume": ParamSpec("load save_path at start (refused if made for another base model)"),
+    "adaptation.track_model": ParamSpec("local TorchScript point tracker for pseudo-labels; empty = KLT"),
+    "adaptation.depth_model": ParamSpec("local TorchScript depth model for pseudo-labels; empty = none"),
     "adaptation.loss.use_occlusion_mask": ParamSpec("St4RTrack+ occlusion mask in the adaptation loss"),
     "adaptation.loss.use_sigma2": ParamSpec("St4RTrack+ σ² weighting in the adaptation loss"),
     "adaptation.loss.sigma2_detach": ParamSpec("σ² as fixed per-point weights (no gradient to the confidences)"),

@@ -187,3 +187,48 @@ def test_config_rejects_bad_values():
 def test_synchronous_mode_runs_the_round_in_submit(frames):
     w = AdaptationWorker(_net(), AdaptationConfig(enabled=True, steps=1, duty_cycle=1.0, synchronous=True))
     assert w.submit(_snapshot(frames)) and w.rounds == 1 and not w.status()["busy"]
+
+
+class _ShiftTracker(torch.nn.Module):
+    """A stand-in *plug-in* (not the network): every query moves 1.5 px right per frame."""
+
+    def forward(self, video: torch.Tensor, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        steps = torch.arange(video.shape[1], dtype=torch.float32)[:, None]
+        uv = queries[0, :, 1:][None] + torch.stack([1.5 * steps, 0 * steps], -1)
+        return uv[None], torch.ones(1, video.shape[1], queries.shape[1])
+
+
+class _FlatDepth(torch.nn.Module):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return 1.0 + images.mean(1)
+
+
+def test_torchscript_plugins_replace_klt_and_supply_depth(frames, tmp_path):
+    track_path, depth_path = tmp_path / "tracker.pt", tmp_path / "depth.pt2"
+    torch.jit.script(_ShiftTracker()).save(str(track_path))  # TorchScript
+    frames_dim = {"images": {0: torch.export.Dim("f", min=1, max=64)}}
+    torch.export.save(torch.export.export(_FlatDepth(), (torch.rand(3, 3, 80, 128),), dynamic_shapes=frames_dim),
+                      str(depth_path))  # torch.export
+    cfg = AdaptationConfig(enabled=True, steps=1, duty_cycle=1.0, track_model=str(track_path),
+                           depth_model=str(depth_path))
+    w = AdaptationWorker(_net(), cfg)
+    assert "tracker.pt" in w.status()["pseudo_labels"] and "depth.pt2" in w.status()["pseudo_labels"]
+    snap = _snapshot(frames)
+    snap.depth = None  # no depth image: the depth plug-in labels it
+    labels = w._labels(snap, [0, 1, 2])
+    q = labels.query_uv.numpy()
+    assert np.allclose(labels.tracks_uv.numpy()[2], q + np.array([3.0, 0.0])) and labels.track_vis.all()
+    assert labels.mono_depth is not None and labels.mono_depth.shape == (3, 80, 128)
+    assert np.isfinite(w.run_round(snap).loss_before)
+
+
+def test_plugins_absent_or_remote_are_refused_clearly(tmp_path):
+    assert "KLT" in AdaptationWorker(_net(), AdaptationConfig()).status()["pseudo_labels"]
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        AdaptationWorker(_net(), AdaptationConfig(track_model="https://example.com/cotracker.pt"))
+    with pytest.raises(FileNotFoundError, match="not a local file"):
+        AdaptationWorker(_net(), AdaptationConfig(depth_model=str(tmp_path / "missing.pt")))
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not a torchscript archive")
+    with pytest.raises(ValueError, match=r"not a TorchScript or torch\.export archive"):
+        AdaptationWorker(_net(), AdaptationConfig(track_model=str(bogus)))
