@@ -29,6 +29,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,7 @@ class WindowSnapshot:
     depth: np.ndarray | None = None  # (F, H, W) aligned depth (metres, 0 = none) or None
     # Every frame from the anchor on (G, H, W, 3) and where the F frames sit in it: KLT follows points through
     # consecutive frames, a few pixels apart, then the labels are read at the snapshot's frames. None: KLT runs on rgb.
-    chain_rgb: np.ndarray | None = None
+    chain_rgb: Sequence[np.ndarray] | None = None  # (G × (H, W, 3)); a list from the tracker: no copy on its thread
     chain_index: np.ndarray | None = None  # (F,) int, chain_index[0] == 0
 
 
@@ -334,7 +335,7 @@ class AdaptationWorker:
         query = anchor_queries(rgb[0], self.klt_cfg)
         track = self.track_model or (lambda frames_rgb, q: klt_tracks(frames_rgb, q, self.klt_cfg))
         if snap.chain_rgb is not None and snap.chain_index is not None:
-            uv, vis = track(snap.chain_rgb[: int(snap.chain_index[frames].max()) + 1], query)
+            uv, vis = track(np.stack(snap.chain_rgb[: int(snap.chain_index[frames].max()) + 1]), query)
             uv, vis = uv[snap.chain_index[frames]], vis[snap.chain_index[frames]]
         else:
             uv, vis = track(rgb, query)

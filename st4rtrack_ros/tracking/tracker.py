@@ -297,7 +297,7 @@ class OnlineTracker:
             depth = np.stack([c[2] for c in chosen])
         chain = chain_index = None
         if not self._chain_overflow:  # chain = anchor + every frame since; items are its last len(items) frames
-            chain = np.stack([self._anchor_sample[1], *self._chain])
+            chain = [self._anchor_sample[1], *self._chain]  # references: the worker thread stacks them
             first = len(chain) - len(items)
             chain_index = np.array([0, *(first + i for i in pick)])
         ad.submit(WindowSnapshot(images=torch.stack([c[0] for c in chosen]), rgb=np.stack([c[1] for c in chosen]),

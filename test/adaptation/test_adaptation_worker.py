@@ -163,7 +163,7 @@ def test_tracker_offers_snapshots_and_inference_runs_during_a_round(frames):
         # KLT gets every frame since the anchor; the snapshot's frames sit at chain_index in it
         assert snap.chain_rgb is not None and snap.chain_index is not None and snap.chain_index[0] == 0
         assert len(snap.chain_rgb) == int(snap.chain_index[-1]) + 1 and np.all(np.diff(snap.chain_index) > 0)
-        assert np.array_equal(snap.chain_rgb[snap.chain_index], snap.rgb)
+        assert np.array_equal(np.stack(snap.chain_rgb)[snap.chain_index], snap.rgb)
         deadline = time.time() + 30
         while w.status()["busy"] and time.time() < deadline:
             time.sleep(0.05)
