@@ -90,8 +90,8 @@ class AdaptationConfig:
     depth_holes: float = 0.0  # fraction of depth pseudo-label pixels removed
     loss: dict[str, Any] = field(default_factory=dict)  # overrides of ADAPTATION_LOSS_DEFAULTS (St4RTrack+ otherwise)
     klt: dict[str, Any] = field(default_factory=dict)  # KLTConfig overrides
-    # Optional learned labellers, TorchScript files on local disk only ("" = none: KLT tracks; depth term only with a
-    # depth image). See pseudo_labels.ScriptedTracker / ScriptedDepth for the expected signatures.
+    # Optional learned labellers, TorchScript or torch.export files on local disk only ("" = none: KLT tracks; depth
+    # term only with a depth image). See pseudo_labels.ScriptedTracker / ScriptedDepth for the expected signatures.
     track_model: str = ""
     depth_model: str = ""
 
