@@ -70,7 +70,7 @@ def anchor_queries(anchor_rgb: np.ndarray, cfg: KLTConfig | None = None) -> np.n
     return corner_queries(anchor_rgb, cfg.num_tracks, margin=cfg.win // 2 + 1)
 
 
-def load_local_torchscript(path: str | Path, what: str) -> torch.nn.Module:
+def load_local_plugin(path: str | Path, what: str) -> torch.nn.Module:
     """A plug-in from a local file (never a URL, never downloaded): a ``torch.export`` archive (``.pt2``) or a
     TorchScript one (anything else); neither format runs Python pickle code on load."""
     p = Path(path).expanduser()
@@ -91,7 +91,7 @@ class ScriptedTracker:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.model = load_local_torchscript(path, "track")
+        self.model = load_local_plugin(path, "track")
 
     @torch.no_grad()
     def __call__(self, rgbs: np.ndarray, query_uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +110,7 @@ class ScriptedDepth:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.model = load_local_torchscript(path, "depth")
+        self.model = load_local_plugin(path, "depth")
 
     @torch.no_grad()
     def __call__(self, rgbs: np.ndarray) -> np.ndarray:
