@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -22,10 +21,12 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from eval_default_model import bag_for, mean_sd
 
 from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker
-from st4rtrack_ros.data.bag_io import BenchmarkBagReader, write_sequence
-from st4rtrack_ros.data.sequence import make_sequence
+from st4rtrack_ros.data.bag_io import BenchmarkBagReader
 from st4rtrack_ros.evaluation.report import compute_metrics
 from st4rtrack_ros.evaluation.runner import RunConfig, protocol_config, run_frames
 from st4rtrack_ros.model.checkpoint import load_checkpoint
@@ -59,13 +60,6 @@ def _value(text: str) -> object:
     return yaml.safe_load(text)
 
 
-def bag_for(work: Path, preset: str, seed: int, frames: int) -> Path:
-    path = work / "bags" / f"{preset}_{seed}_{frames}_256x160"
-    if not (path / "metadata.yaml").exists():
-        write_sequence(make_sequence(preset, frames, seed, width=256, height=160), path)
-    return path
-
-
 def run_one(ckpt: Path, bag: Path, adapt: dict | None, mode: str, frames: int, depth: bool) -> dict:
     torch.manual_seed(0)
     net = load_checkpoint(ckpt, device=torch.device("cpu"))
@@ -89,13 +83,6 @@ def run_one(ckpt: Path, bag: Path, adapt: dict | None, mode: str, frames: int, d
         out.update(rounds=st["rounds"], accepted=st["accepted"],
                    held_out=[(r.loss_before, r.loss_after) for r in worker.history])
     return out
-
-
-def fmt(vals: list[float]) -> str:
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return "–"
-    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
 
 
 def main() -> None:
@@ -122,7 +109,7 @@ def main() -> None:
                 if cache.exists():
                     rows.append(json.loads(cache.read_text()))
                     continue
-                bag = bag_for(args.work, preset, seed, args.frames)
+                bag = bag_for(args.work / "bags", preset, seed, args.frames, (256, 160))
                 r = run_one(args.checkpoint, bag, adapt, args.mode, args.frames, args.depth)
                 r["variant"] = {"name": name, "adaptation": adapt}
                 cache.parent.mkdir(parents=True, exist_ok=True)
@@ -136,8 +123,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for (preset, name), rows in table.items():
         acc = ", ".join(f"{r['accepted']}/{r['rounds']}" for r in rows) if "rounds" in rows[0] else "–"
-        print(f"| {preset} | {name} | {fmt([r['epe'] for r in rows])} | {fmt([r['epe_dynamic'] for r in rows])} | "
-              f"{fmt([r['abs_rel'] for r in rows])} | {fmt([r['ate'] for r in rows])} | {acc} |")
+        cols = " | ".join(mean_sd([r[k] for r in rows]) for k in ("epe", "epe_dynamic", "abs_rel", "ate"))
+        print(f"| {preset} | {name} | {cols} | {acc} |")
     if args.json:
         args.json.write_text(json.dumps({f"{p}/{n}": r for (p, n), r in table.items()}, indent=1))
 

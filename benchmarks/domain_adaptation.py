@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,14 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from adapt_sweep import bag_for, run_one
+from adapt_sweep import run_one
+from eval_default_model import bag_for, mean_sd
 
 from st4rtrack_ros.adaptation.domain_cli import main as adapt_main
 from st4rtrack_ros.settings import default_checkpoint, load_section
-
-
-def mean_sd(vals: list[float]) -> str:
-    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
 
 
 def main() -> None:
@@ -48,7 +44,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     base = default_checkpoint()
-    train_bags = [bag_for(args.work, args.preset, s, args.train_frames) for s in args.train_seeds]
+    train_bags = [bag_for(args.work / "bags", args.preset, s, args.train_frames, (256, 160)) for s in args.train_seeds]
     tag = f"{args.config.stem if args.config else 'defaults'}{'_rgbd' if args.depth_labels else ''}"
     domain = args.work / f"{args.preset}_{tag}_domain.safetensors"
     if not domain.exists():
@@ -69,7 +65,7 @@ def main() -> None:
         for seed in args.test_seeds:
             cache = args.work / "eval" / tag / name.replace(", ", "_").replace(" ", "_") / f"{seed}.json"
             if not cache.exists():
-                bag = bag_for(args.work, args.preset, seed, args.frames)
+                bag = bag_for(args.work / "bags", args.preset, seed, args.frames, (256, 160))
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 cache.write_text(json.dumps(run_one(ckpt, bag, adapt, "protocol", args.frames, args.depth_labels),
                                               indent=1))

@@ -14,6 +14,7 @@ its latency is at most two steps plus publishing; a queue would add a step for e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -31,9 +32,8 @@ rclpy = pytest.importorskip(
 )
 pytest.importorskip("st4rtrack_msgs", reason="st4rtrack_msgs is not built (scripts/setup_env.sh step 'messages')")
 
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
-from st4rtrack_msgs.msg import Track3DArray  # noqa: E402
+from ros_test_helpers import rgb8_image  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 
 from st4rtrack_ros.data.sequence import make_sequence  # noqa: E402
 from st4rtrack_ros.model.checkpoint import save_checkpoint  # noqa: E402
@@ -90,15 +90,6 @@ class Burst:
                 f"{self.max_gap_s:.2f} s, drain {self.drain_s:.2f} s")
 
 
-def _image(rgb: np.ndarray, stamp_ns: int) -> Image:
-    m = Image()
-    m.header.stamp.sec, m.header.stamp.nanosec = stamp_from_ns(stamp_ns)
-    m.header.frame_id = "camera_optical_frame"
-    m.height, m.width = rgb.shape[:2]
-    m.encoding, m.step, m.data = "rgb8", rgb.shape[1] * 3, rgb.tobytes()
-    return m
-
-
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     import torch
@@ -117,7 +108,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     try:
         if not rec.wait_for(lambda: not node.alive() or "ready:" in node.log(), 60.0) or not node.alive():
             pytest.fail(f"node did not start:\n{node.log()[-3000:]}")
-        r = Rig(node, rec, [_image(f.rgb, 0) for f in seq.frames()])
+        r = Rig(node, rec, [rgb8_image(f.rgb, 0) for f in seq.frames()])
         _warm_up(r)
         yield r
     finally:
@@ -191,6 +182,14 @@ def _not_slower(b: Burst, base: Burst) -> None:
     assert b.busy >= 0.6 * base.busy, f"{b.line()}\nvs without the reader: {base.line()}"
 
 
+# Rerun (never retried silently: pytest reports each rerun): on a loaded 2-core machine the best-effort input images
+# occasionally do not reach the node for a whole 3 s burst — the node then reports itself idle (busy ≈ 0.03, 13 of 600
+# frames received), so it is the local DDS transport that starved, not the node that slowed. Seen about 1 run in 8 of
+# this file in session 2; a real slow-down would fail every rerun.
+DDS_FLAKY = pytest.mark.flaky(reruns=2, reruns_delay=2)
+
+
+@DDS_FLAKY
 def test_flood_keeps_latency_bounded_and_counts_drops(rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
     b = _burst(rig)
     with capsys.disabled():
@@ -199,42 +198,28 @@ def test_flood_keeps_latency_bounded_and_counts_drops(rig: Rig, capsys: pytest.C
     rig.baseline = b
 
 
-def test_a_subscriber_that_never_reads_does_not_slow_the_node(rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
-    base = rig.baseline or _burst(rig)
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=rig.rec.context.get_domain_id())
-    stuck = rclpy.create_node(f"never_spins_{os.getpid()}", context=ctx)  # no executor: it never takes a sample
-    try:
-        keep_last = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        keep_all = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
-        stuck.create_subscription(PointCloud2, rig.rec.topic("points"), lambda _m: None, keep_last)
-        stuck.create_subscription(Track3DArray, rig.rec.topic("tracks"), lambda _m: None, keep_all)
-        assert rig.rec.wait_for(lambda: len(rig.rec.node.get_subscriptions_info_by_topic(
-            rig.rec.topic("tracks"))) >= 2, 10.0), "the never-reading subscriber was not discovered"
-        b = _burst(rig)
-        with capsys.disabled():
-            print(f"\n[flood + a subscriber that never reads] {b.line()}\n[flood alone] {base.line()}")
-        _check(b)
-        _not_slower(b, base)
-    finally:
-        stuck.destroy_node()
-        rclpy.try_shutdown(context=ctx)
+_READER = """
+import sys
+import time
 
-
-_FROZEN = """
 import rclpy
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 from st4rtrack_msgs.msg import Track3DArray
 
+name, mode = sys.argv[1], sys.argv[2]
 rclpy.init()
-node = rclpy.create_node("frozen_reader")
+node = rclpy.create_node(name)
 qos = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 node.create_subscription(PointCloud2, "/st4rtrack/points", lambda m: None, qos)
 node.create_subscription(Track3DArray, "/st4rtrack/tracks", lambda m: None, qos)
 print("ready", flush=True)
 try:
-    rclpy.spin(node)
+    if mode == "spin":  # a reader that works until the test freezes the whole process
+        rclpy.spin(node)
+    else:  # a reader that never takes a sample: its DDS threads acknowledge, nothing is read
+        while rclpy.ok():
+            time.sleep(0.1)
 except (KeyboardInterrupt, Exception):
     pass
 finally:
@@ -243,23 +228,21 @@ finally:
 """
 
 
-def test_a_frozen_subscriber_process_does_not_slow_the_node(rig: Rig, tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    base = rig.baseline or _burst(rig)
+@contextlib.contextmanager
+def _reader_process(rig: Rig, tmp_path: Path, name: str, mode: str) -> Iterator[subprocess.Popen[str]]:
+    """Another process subscribing reliably (KEEP_ALL) to points and tracks, discovered by the node's writers.
+
+    A separate process on purpose: a never-spinning subscriber inside the test process shares that process's DDS
+    receive path with the test's own recorder and made the recorder, not the node, miss outputs."""
     env = ros_env(domain_id=rig.rec.context.get_domain_id(), localhost_only=True, log_dir=tmp_path / "ros")
-    proc = subprocess.Popen([sys.executable, "-c", _FROZEN], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", _READER, name, mode], env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        assert rig.rec.wait_for(lambda: any(i.node_name == "frozen_reader" for i in
+        assert rig.rec.wait_for(lambda: any(i.node_name == name for i in
                                             rig.rec.node.get_subscriptions_info_by_topic(rig.rec.topic("points"))),
-                                20.0), "the frozen reader was not discovered"
-        time.sleep(0.5)  # let it match the node's writers before it stops acknowledging
-        proc.send_signal(signal.SIGSTOP)
-        b = _burst(rig)
-        with capsys.disabled():
-            print(f"\n[flood + a frozen subscriber process] {b.line()}\n[flood alone] {base.line()}")
-        _check(b)
-        _not_slower(b, base)
+                                20.0), f"the reader {name} was not discovered"
+        time.sleep(0.5)  # let it match the node's writers
+        yield proc
     finally:
         proc.send_signal(signal.SIGCONT)
         proc.send_signal(signal.SIGINT)
@@ -268,3 +251,28 @@ def test_a_frozen_subscriber_process_does_not_slow_the_node(rig: Rig, tmp_path: 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5.0)
+
+
+@DDS_FLAKY
+def test_a_subscriber_that_never_reads_does_not_slow_the_node(rig: Rig, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    base = rig.baseline or _burst(rig)
+    with _reader_process(rig, tmp_path, "never_reads", "idle"):
+        b = _burst(rig)
+    with capsys.disabled():
+        print(f"\n[flood + a subscriber that never reads] {b.line()}\n[flood alone] {base.line()}")
+    _check(b)
+    _not_slower(b, base)
+
+
+@DDS_FLAKY
+def test_a_frozen_subscriber_process_does_not_slow_the_node(rig: Rig, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    base = rig.baseline or _burst(rig)
+    with _reader_process(rig, tmp_path, "frozen_reader", "spin") as proc:
+        proc.send_signal(signal.SIGSTOP)  # its DDS stack cannot even acknowledge now
+        b = _burst(rig)
+    with capsys.disabled():
+        print(f"\n[flood + a frozen subscriber process] {b.line()}\n[flood alone] {base.line()}")
+    _check(b)
+    _not_slower(b, base)

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 rclpy = pytest.importorskip(
@@ -20,6 +19,7 @@ rclpy = pytest.importorskip(
 )
 pytest.importorskip("st4rtrack_msgs", reason="st4rtrack_msgs is not built (scripts/setup_env.sh step 'messages')")
 
+from ros_test_helpers import rgb8_image  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
@@ -27,22 +27,13 @@ from st4rtrack_ros.data.sequence import make_sequence  # noqa: E402
 from st4rtrack_ros.model.checkpoint import save_checkpoint  # noqa: E402
 from st4rtrack_ros.model.config import preset  # noqa: E402
 from st4rtrack_ros.model.network import St4RTrackNet  # noqa: E402
-from st4rtrack_ros.ros.conversions import ns_from_stamp, stamp_from_ns  # noqa: E402
+from st4rtrack_ros.ros.conversions import ns_from_stamp  # noqa: E402
 from st4rtrack_ros.ros.env import domain_id_for  # noqa: E402
 from st4rtrack_ros.ros.live_eval import NodeProcess, OutputRecorder  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_:DeprecationWarning")
 
 STOP_S = 2.0
-
-
-def _image(rgb: np.ndarray, stamp_ns: int) -> Image:
-    m = Image()
-    m.header.stamp.sec, m.header.stamp.nanosec = stamp_from_ns(stamp_ns)
-    m.header.frame_id = "camera_optical_frame"
-    m.height, m.width = rgb.shape[:2]
-    m.encoding, m.step, m.data = "rgb8", rgb.shape[1] * 3, rgb.tobytes()
-    return m
 
 
 def _feed(rec: OutputRecorder, frames: list[Any], t0_ns: int, timeout: float = 20.0) -> Any:
@@ -58,7 +49,7 @@ def _feed(rec: OutputRecorder, frames: list[Any], t0_ns: int, timeout: float = 2
             return any(ns_from_stamp(m.header.stamp) == s for _, m in rec.inbox.get(status)[-5:])
 
         while not seen() and time.monotonic() < end:
-            pub.publish(_image(f.rgb, stamp))
+            pub.publish(rgb8_image(f.rgb, stamp))
             rec.wait_for(seen, 1.0)
         assert seen(), f"no status for frame {i}"
         last = rec.inbox.get(status)[-1][1]
