@@ -29,6 +29,7 @@ from st4rtrack_ros.settings import default_checkpoint, load_section
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, default=default_checkpoint(), help="the base model")
     ap.add_argument("--preset", default="shift")
     ap.add_argument("--train-seeds", type=int, nargs="+", default=[3000, 3001, 3002, 3003])
     ap.add_argument("--test-seeds", type=int, nargs="+", default=[1000, 1001, 1002])
@@ -43,7 +44,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("out/domain"))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    base = default_checkpoint()
+    base = args.checkpoint
     train_bags = [bag_for(args.work / "bags", args.preset, s, args.train_frames, (256, 160)) for s in args.train_seeds]
     tag = f"{args.config.stem if args.config else 'defaults'}{'_rgbd' if args.depth_labels else ''}"
     domain = args.work / f"{args.preset}_{tag}_domain.safetensors"
