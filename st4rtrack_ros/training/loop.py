@@ -400,3 +400,14 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, resume: bool = False, st
           ) -> TrainResult:
     """Train (or resume the run in ``out_dir``); see :class:`Trainer`."""
     return Trainer(cfg, out_dir, resume=resume).run(stop_at_step=stop_at_step)
+
+
+def validate_checkpoint(cfg: TrainConfig, checkpoint: str | Path) -> dict[str, float]:
+    """Score ``checkpoint`` on ``cfg``'s fixed validation set on the CPU — how the shipped model's recorded metric is
+    checked, and how models trained with different data settings are compared on each other's validation sets."""
+    import tempfile
+
+    cfg = dataclasses.replace(cfg, init=str(checkpoint), num_workers=0, device="cpu",
+                              data=dataclasses.replace(cfg.data, cache_dir=None))
+    with tempfile.TemporaryDirectory() as tmp:
+        return Trainer(cfg, Path(tmp)).evaluate()

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
 
 from st4rtrack_ros.settings import PACKAGE_ROOT, default_checkpoint
-from st4rtrack_ros.training.loop import TrainConfig, Trainer
+from st4rtrack_ros.training.loop import TrainConfig, validate_checkpoint
 
 RECORDED = {"epe_track": 1.246, "epe_recon": 1.150}  # st4rtrack_ros/weights/README.md (fp32 weights at export)
 
 
-def test_default_model_reproduces_its_validation_metric(tmp_path):
+def test_default_model_reproduces_its_validation_metric():
     assert default_checkpoint().is_file(), "the embedded default model is missing"
     cfg = TrainConfig.from_dict(json.loads((PACKAGE_ROOT / "weights" / "default_train_config.json").read_text()))
-    cfg = dataclasses.replace(cfg, init=str(default_checkpoint()), num_workers=0, device="cpu",
-                              data=dataclasses.replace(cfg.data, cache_dir=None))
-    metrics = Trainer(cfg, tmp_path).evaluate()
+    metrics = validate_checkpoint(cfg, default_checkpoint())
     for key, value in RECORDED.items():
         assert metrics[key] == pytest.approx(value, rel=0.02), (key, metrics[key])
