@@ -6,12 +6,14 @@ with st4rtrack-eval's harness — base vs domain checkpoint, each with online TT
   .venv/bin/python benchmarks/domain_adaptation.py --preset shift --train-seeds 3000 3001 3002 3003 \
       --test-seeds 1000 1001 1002 --json docs/domain_adaptation.json
 
-Bags and checkpoints are cached under --work; rerunning continues where it stopped.
+Bags, checkpoints and results are cached under --work (keyed by the base model's bytes); rerunning continues where
+it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -46,7 +48,9 @@ def main() -> None:
     args = ap.parse_args()
     base = args.checkpoint
     train_bags = [bag_for(args.work / "bags", args.preset, s, args.train_frames, (256, 160)) for s in args.train_seeds]
-    tag = f"{args.config.stem if args.config else 'defaults'}{'_rgbd' if args.depth_labels else ''}"
+    # caches belong to one base model (a folder checkpoint: keyed by its path)
+    base_id = hashlib.sha256(base.read_bytes() if base.is_file() else str(base.resolve()).encode()).hexdigest()[:8]
+    tag = f"{args.config.stem if args.config else 'defaults'}{'_rgbd' if args.depth_labels else ''}_{base_id}"
     domain = args.work / f"{args.preset}_{tag}_domain.safetensors"
     if not domain.exists():
         t0 = time.perf_counter()

@@ -17,6 +17,7 @@ import math
 import multiprocessing as mp
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -405,8 +406,6 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, resume: bool = False, st
 def validate_checkpoint(cfg: TrainConfig, checkpoint: str | Path) -> dict[str, float]:
     """Score ``checkpoint`` on ``cfg``'s fixed validation set on the CPU — how the shipped model's recorded metric is
     checked, and how models trained with different data settings are compared on each other's validation sets."""
-    import tempfile
-
     cfg = dataclasses.replace(cfg, init=str(checkpoint), num_workers=0, device="cpu",
                               data=dataclasses.replace(cfg.data, cache_dir=None))
     with tempfile.TemporaryDirectory() as tmp:
