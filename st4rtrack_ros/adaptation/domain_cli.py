@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps per round (default: config × 2)")
     ap.add_argument("--every", type=int, default=None, help="frames between rounds (default: the config's)")
     ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the config's)")
+    ap.add_argument("--max-drift", type=float, default=None,
+                    help="bound each trained tensor: ‖θ − θ_base‖ ≤ this · ‖θ_base‖ (default: the config's; 0 = none)")
     ap.add_argument("--depth-labels", action="store_true",
                     help="use the bags' aligned depth images as depth pseudo-labels (an RGB-D robot's recordings)")
     ap.add_argument("--max-frames", type=int, default=0, help="frames per bag (0 = all)")
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     adapt_cfg = dataclasses.replace(
         adapt_cfg, enabled=True, synchronous=True, save_path="",
         steps=args.steps or 2 * adapt_cfg.steps, every_n_frames=args.every or adapt_cfg.every_n_frames,
-        lr=args.lr or adapt_cfg.lr)
+        lr=args.lr or adapt_cfg.lr,
+        max_drift=adapt_cfg.max_drift if args.max_drift is None else args.max_drift)
     worker = AdaptationWorker(net, adapt_cfg)
     history: list[dict] = []
     for epoch in range(args.epochs):

@@ -79,6 +79,10 @@ class AdaptationConfig:
     duty_cycle: float = 0.5  # fraction of wall time spent computing (CPU: leave cores to inference)
     max_consecutive_failures: int = 5  # then restore the initial weights
     grad_clip: float = 1.0
+    # Trust region around the initial (base) weights: after every optimiser step each trained tensor is pulled back
+    # onto the ball ‖θ − θ₀‖ ≤ max_drift · ‖θ₀‖ (0 = no bound). Why: accepted rounds accumulate, and a subset that a
+    # round's losses do not constrain (head 1's non-anchor pairs under the RGB-D setting) drifts without one.
+    max_drift: float = 0.0
     seed: int = 0
     synchronous: bool = False  # run rounds inside tracker.step (offline evaluation: reproducible, not for robots)
     save_path: str = ""  # adapted weights are kept here (atomic writes); empty = not kept
@@ -106,6 +110,8 @@ class AdaptationConfig:
             raise ValueError("corrupt_tracks and depth_holes must lie in [0, 1], depth_noise ≥ 0")
         if self.steps < 1 or self.lr <= 0 or self.every_n_frames < 1:
             raise ValueError("steps ≥ 1, lr > 0 and every_n_frames ≥ 1 are required")
+        if not 0.0 <= self.max_drift < float("inf"):
+            raise ValueError("max_drift must be ≥ 0 (0 = no bound) and finite")
         self.loss_config()  # fail at start-up, not in the first round
         KLTConfig(**self.klt)
 
@@ -186,6 +192,9 @@ class AdaptationWorker:
         for module in self.shadow.modules():
             module.register_forward_pre_hook(self._check_stop)
         self._initial = [q.detach().clone() for _, q in self._pairs]
+        # θ₀ and its radius per tensor for the max_drift projection (float, on the shadow's device)
+        self._ball = [(q.detach().float().clone(), config.max_drift * float(q.detach().float().norm()))
+                      for _, q in self._pairs] if config.max_drift > 0 else []
         #: Frames per snapshot now: config.window_frames, halved after each out-of-memory round (the tracker reads it).
         self.window_frames = config.window_frames
         self.min_window_frames = config.holdout_frames + 2  # anchor + ≥ 1 training frame + the held-out frames
@@ -302,6 +311,7 @@ class AdaptationWorker:
             "last_loss_after": last.loss_after if last else math.nan,
             "last_round_s": last.seconds if last else math.nan,
             "window_frames": self.window_frames, "oom": self.oom, "disabled_reason": self.disabled_reason,
+            "max_drift": self.config.max_drift,
             "pseudo_labels": self.label_sources(),
         }
 
@@ -376,6 +386,22 @@ class AdaptationWorker:
         if not any(res.present.values()):
             return torch.full((), math.nan, device=self.device)
         return res.total
+
+    @torch.no_grad()
+    def _project(self) -> None:
+        """Pull each trained tensor back onto its max_drift ball around the initial weights (a no-op without one)."""
+        for (p, _), (p0, radius) in zip(self._pairs, self._ball, strict=False):
+            delta = p - p0
+            norm = float(delta.norm())
+            if norm > radius:
+                p.copy_(p0 + delta * (radius / norm))
+
+    def max_relative_drift(self) -> float:
+        """Largest ‖θ − θ₀‖ / ‖θ₀‖ over the trained tensors of the inference model (0 at start)."""
+        with self.lock, torch.no_grad():
+            return max((float((q.float() - p0).norm() / p0.norm().clamp_min(1e-12))
+                        for (_, q), p0 in zip(self._pairs, (t.float() for t in self._initial), strict=False)),
+                       default=0.0)
 
     def _split(self, n: int) -> tuple[list[int], list[int]]:
         """Anchor in both; held-out frames spread over the window (seeded), the rest train."""
@@ -455,6 +481,7 @@ class AdaptationWorker:
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p, _ in self._pairs], cfg.grad_clip)
             opt.step()
+            self._project()
             losses.append(float(loss.detach()))
             spent = time.perf_counter() - ts
             if self._stop.is_set() or time.perf_counter() - t0 > cfg.max_round_s:

@@ -106,6 +106,27 @@ def test_rounds_are_deterministic(frames):
     assert ra.accepted == rb.accepted
 
 
+def _shadow_drift(w: AdaptationWorker) -> float:
+    """Largest ‖θ − θ₀‖ / ‖θ₀‖ of the shadow's trained tensors (what the last round's steps produced)."""
+    return max(float((p.detach() - p0.float()).norm() / p0.float().norm()) for (p, _), p0 in zip(w._pairs, w._initial,
+                                                                                        strict=True))
+
+
+def test_max_drift_keeps_every_trained_tensor_in_its_ball_around_the_initial_weights(frames):
+    cfg = dict(enabled=True, steps=3, lr=1e-2, duty_cycle=1.0, min_improvement=-1e9)  # big steps, always accepted
+    free = AdaptationWorker(_net(), AdaptationConfig(**cfg))
+    free.run_round(_snapshot(frames))
+    assert _shadow_drift(free) > 0.02  # without the bound these steps go well past it
+    bounded = AdaptationWorker(_net(), AdaptationConfig(**cfg, max_drift=0.02))
+    for _ in range(2):  # accepted rounds accumulate; the ball is around the initial weights, not the last round's
+        assert bounded.run_round(_snapshot(frames)).accepted
+    assert _shadow_drift(bounded) <= 0.02 * (1 + 1e-5)
+    assert 0.0 < bounded.max_relative_drift() <= 0.02 * (1 + 1e-5)
+    assert bounded.status()["max_drift"] == 0.02
+    with pytest.raises(ValueError, match="max_drift"):
+        AdaptationConfig(max_drift=-0.1)
+
+
 def test_nan_rolls_back_and_repeated_failures_restore_initial_weights(frames, monkeypatch):
     net = _net()
     w = AdaptationWorker(net, AdaptationConfig(enabled=True, steps=1, duty_cycle=1.0, max_consecutive_failures=2))
