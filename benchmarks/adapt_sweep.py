@@ -80,7 +80,7 @@ def run_one(ckpt: Path, bag: Path, adapt: dict | None, mode: str, frames: int, d
            "wall_s": time.perf_counter() - t0}
     if worker is not None:
         st = worker.status()
-        out.update(rounds=st["rounds"], accepted=st["accepted"],
+        out.update(rounds=st["rounds"], accepted=st["accepted"], drift=worker.max_relative_drift(),
                    held_out=[(r.loss_before, r.loss_after) for r in worker.history])
     return out
 

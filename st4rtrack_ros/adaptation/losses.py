@@ -65,6 +65,11 @@ class LossConfig:
     # The depth label of the anchor also supervises head 1 of (I₁, I₁): the tracks start from that pointmap (it is
     # the world frame's own camera, so no pose is involved), and its depth error is most of the tracking error.
     depth_on_track_anchor: bool = False
+    # ... and head 1's z of every pair (I₁, I_j): a static-world prior. Head 1 of pair j is where the anchor's pixels
+    # are at time j, in the anchor's camera; a static point keeps the anchor's depth, and a point moving sideways
+    # nearly so. Without it RGB-D adaptation constrains head 1 only on its anchor pair, and the other pairs drift.
+    # Biased for points moving in depth (a minority of pixels).
+    depth_on_track_pairs: bool = False
 
     def __post_init__(self) -> None:
         """Reject settings that would let σ² switch a loss off or make a term meaningless."""
@@ -248,9 +253,11 @@ def compute_losses(
 
     if need_depth:
         z_d, mono_d, fv_d = z_rec, labels.mono_depth.to(dev, dt), fv
-        if cfg.depth_on_track_anchor:  # one more "frame": head 1's anchor depth against the anchor's label
-            z_d = torch.cat([z_rec, pred.track_pts[:1, ..., 2]])
-            mono_d, fv_d = torch.cat([mono_d, mono_d[:1]]), torch.cat([fv, fv[:1]])
+        n_trk = nfr if cfg.depth_on_track_pairs else int(cfg.depth_on_track_anchor)
+        if n_trk:  # more "frames": head 1's z of the first n_trk pairs against the anchor's label
+            z_d = torch.cat([z_rec, pred.track_pts[:n_trk, ..., 2]])
+            mono_d = torch.cat([mono_d, mono_d[:1].expand(n_trk, -1, -1)])
+            fv_d = torch.cat([fv, torch.ones(n_trk, dtype=torch.bool, device=dev)])
         terms["depth"], stats["depth_valid_frac"] = _depth_term(z_d, mono_d, fv_d)
         present["depth"] = True
 

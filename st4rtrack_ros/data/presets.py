@@ -91,6 +91,31 @@ PRESETS: dict[str, Preset] = {
             vignette=0.35,
         ),
     ),
+    # Never in the training mixture (st4rtrack-train's default presets are the four above): the unseen deployment
+    # domain of the domain-adaptation study (docs/domain_adaptation.md) — a tall, deep hall with shelving, a higher
+    # and wider camera, two texture families and a fixed, strong set of sensor nuisances.
+    "warehouse": Preset(
+        name="warehouse",
+        cam_speed=0.8,
+        cam_height=1.1,
+        cam_pitch_deg=3.0,
+        hfov_deg=80.0,
+        room_size=(24.0, 9.0, 5.0),
+        n_static_boxes=18,
+        n_objects=3,
+        obj_size=(0.3, 0.7),
+        obj_distance=(2.5, 6.0),
+        textures=("brick", "stripes"),
+        nuisance=NuisanceParams(
+            noise_std=0.03,
+            shot_noise=0.02,
+            motion_blur_px=0.4,
+            exposure_drift=0.3,
+            color_jitter=0.05,
+            gamma_jitter=0.1,
+            vignette=0.5,
+        ),
+    ),
 }
 
 

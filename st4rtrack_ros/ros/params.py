@@ -68,6 +68,8 @@ SPECS: dict[str, ParamSpec] = {
     "adaptation.max_consecutive_failures": ParamSpec("failed rounds before the initial weights return", min=1,
                                                      max=_F),
     "adaptation.grad_clip": ParamSpec("gradient norm clip", min=0.0, max=_F),
+    "adaptation.max_drift": ParamSpec("trust region around the base weights (× each tensor's norm); 0 = none",
+                                      min=0.0, max=_F),
     "adaptation.seed": ParamSpec("seed of the hold-out split", min=0, max=2**31 - 1),
     "adaptation.synchronous": ParamSpec("rounds inside tracker.step (offline evaluation only)"),
     "adaptation.save_path": ParamSpec("file for adapted weights (atomic writes); empty = not kept"),
@@ -82,6 +84,8 @@ SPECS: dict[str, ParamSpec] = {
     "adaptation.loss.w_depth": ParamSpec("weight of the depth-consistency term (needs depth_topic)", min=0.0, max=1e3),
     "adaptation.loss.w_align": ParamSpec("weight of the 3D track/reconstruction consistency term", min=0.0, max=1e3),
     "adaptation.loss.depth_on_track_anchor": ParamSpec("the depth label also supervises head 1's anchor pointmap"),
+    "adaptation.loss.depth_on_track_pairs": ParamSpec("the anchor's depth label also supervises head 1's z of every "
+                                                      "pair (static-world prior)"),
     "ros.image_topic": ParamSpec("input camera topic (sensor_msgs/Image)"),
     "ros.compressed": ParamSpec("subscribe sensor_msgs/CompressedImage on <image_topic>/compressed instead"),
     "ros.camera_info_topic": ParamSpec("sensor_msgs/CameraInfo topic; empty = none (K estimated)"),

@@ -125,6 +125,25 @@ def test_depth_term_is_scale_invariant_per_frame(scene):
     assert out.total.item() == pytest.approx(10.0 * out.terms["depth"].item())
 
 
+def test_anchor_depth_label_reaches_head1_pairs_only_when_asked(scene):
+    """depth_on_track_anchor: head 1's anchor pair only; depth_on_track_pairs: every pair (a static scene keeps
+    the anchor's depth in each, so the truth scores zero)."""
+    lab = PseudoLabels(mono_depth=scene.depth * 2.7)
+    assert compute_losses(_pred(scene), lab, scene.k, scene.t_world_cam,
+                          LossConfig(depth_on_track_pairs=True)).terms["depth"].item() < 1e-9
+    noisy = scene.track_pts * (1 + 0.1 * torch.rand(scene.track_pts.shape, generator=torch.Generator().manual_seed(0)))
+    off = compute_losses(_pred(scene, track=noisy.clone().requires_grad_(True)), lab, scene.k, scene.t_world_cam)
+    assert not off.total.requires_grad  # by default the depth label never reaches head 1
+    grads = {}
+    for name, cfg in [("anchor", LossConfig(depth_on_track_anchor=True)),
+                      ("pairs", LossConfig(depth_on_track_pairs=True))]:
+        track = noisy.clone().requires_grad_(True)
+        compute_losses(_pred(scene, track=track), lab, scene.k, scene.t_world_cam, cfg).total.backward()
+        grads[name] = [float(g.abs().sum()) for g in track.grad]
+    assert grads["anchor"][0] > 0 and grads["anchor"][1:] == [0.0] * 3
+    assert all(g > 0 for g in grads["pairs"])
+
+
 def test_missing_labels_drop_terms(scene):
     out = compute_losses(_pred(scene), PseudoLabels(), scene.k, scene.t_world_cam)
     assert not any(out.present.values()) and out.total.item() == 0.0
