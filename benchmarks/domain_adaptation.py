@@ -42,6 +42,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="optimiser steps per offline round")
     ap.add_argument("--lr", type=float, default=1e-4, help="offline and online learning rate")
     ap.add_argument("--config", type=Path, help="parameters file whose adaptation section both stages use")
+    ap.add_argument("--val-seeds", type=int, nargs="*", default=[],
+                    help="scenes of the domain kept out of the rounds; a round is kept only if it lowers their loss "
+                         "(st4rtrack-adapt --val-bags)")
     ap.add_argument("--max-drift", type=float, default=0.0,
                     help="offline stage only: trust region around the base weights (st4rtrack-adapt --max-drift)")
     ap.add_argument("--depth-labels", action="store_true", help="RGB-D: the bags' depth images are labels")
@@ -53,13 +56,16 @@ def main() -> None:
     # caches belong to one base model (a folder checkpoint: keyed by its path)
     base_id = hashlib.sha256(base.read_bytes() if base.is_file() else str(base.resolve()).encode()).hexdigest()[:8]
     tag = f"{args.config.stem if args.config else 'defaults'}{'_rgbd' if args.depth_labels else ''}_{base_id}"
-    drift = f"_drift{args.max_drift:g}" if args.max_drift else ""
-    domain = args.work / f"{args.preset}_{tag}{drift}_domain.safetensors"
+    variant = (f"_drift{args.max_drift:g}" if args.max_drift else "") + ("_val" + "-".join(map(str, args.val_seeds))
+                                                                      if args.val_seeds else "")
+    val_bags = [bag_for(args.work / "bags", args.preset, s, args.train_frames, (256, 160)) for s in args.val_seeds]
+    domain = args.work / f"{args.preset}_{tag}{variant}_domain.safetensors"
     if not domain.exists():
         t0 = time.perf_counter()
         rc = adapt_main([*map(str, train_bags), "--out", str(domain), "--checkpoint", str(base), "--device", "cpu",
                          "--epochs", str(args.epochs), "--every", str(args.every), "--steps", str(args.steps),
                          "--lr", str(args.lr), "--max-drift", str(args.max_drift),
+                         *(["--val-bags", *map(str, val_bags)] if val_bags else []),
                          *(["--config", str(args.config)] if args.config else []),
                          *(["--depth-labels"] if args.depth_labels else [])])
         assert rc == 0, "st4rtrack-adapt failed"
@@ -72,7 +78,7 @@ def main() -> None:
                               ("base, TTA on", base, online), ("domain, TTA on", domain, online)]:
         rows[name] = []
         for seed in args.test_seeds:
-            run_tag = tag + (drift if ckpt == domain else "")  # base rows are shared by every --max-drift
+            run_tag = tag + (variant if ckpt == domain else "")  # base rows are shared by every offline variant
             cache = args.work / "eval" / run_tag / name.replace(", ", "_").replace(" ", "_") / f"{seed}.json"
             if not cache.exists():
                 bag = bag_for(args.work / "bags", args.preset, seed, args.frames, (256, 160))

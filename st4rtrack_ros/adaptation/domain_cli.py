@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker
+from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker, WindowSnapshot
 from st4rtrack_ros.data.bag_io import BenchmarkBagReader
 from st4rtrack_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from st4rtrack_ros.model.streaming import StreamingEngine
@@ -39,9 +41,50 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bound each trained tensor: ‖θ − θ_base‖ ≤ this · ‖θ_base‖ (default: the config's; 0 = none)")
     ap.add_argument("--depth-labels", action="store_true",
                     help="use the bags' aligned depth images as depth pseudo-labels (an RGB-D robot's recordings)")
+    ap.add_argument("--val-bags", type=Path, nargs="*", default=[],
+                    help="bags of the same domain kept out of the rounds: a round a window accepted is kept only if "
+                         "it also lowers the loss on these (so the checkpoint improves the domain, not one scene)")
+    ap.add_argument("--val-snapshots", type=int, default=8, help="windows taken from the validation bags")
     ap.add_argument("--max-frames", type=int, default=0, help="frames per bag (0 = all)")
     ap.add_argument("--device", default=None)
     return ap
+
+
+class _SnapshotRecorder:
+    """Stands in for the worker while a tracker replays a validation bag: keeps the windows it is offered."""
+
+    def __init__(self, worker: AdaptationWorker, limit: int) -> None:
+        self.enabled, self.version, self.limit = True, 0, limit
+        self.config, self.window_frames, self.lock = worker.config, worker.window_frames, worker.lock
+        self.snapshots: list[WindowSnapshot] = []
+
+    def submit(self, snapshot: WindowSnapshot) -> bool:
+        if len(self.snapshots) < self.limit:
+            self.snapshots.append(snapshot)
+        return True
+
+
+def _frames(bag: Path, max_frames: int, depth: bool) -> Iterator[FrameInput]:
+    """A bag's frames as tracker input; nothing else is read: a robot's recording has no ground truth."""
+    with BenchmarkBagReader(bag) as reader:
+        for i, f in enumerate(reader.frames()):
+            if max_frames and i >= max_frames:
+                return
+            yield FrameInput(f.stamp_ns, f.image, f.k, f.gt_depth if depth else None)
+
+
+def _validation_windows(bags: list[Path], net: torch.nn.Module, worker: AdaptationWorker, track_cfg: TrackerConfig,
+                        args: argparse.Namespace) -> list[WindowSnapshot]:
+    """Windows of the validation bags, taken as the online tracker would offer them, spread over the bags."""
+    snaps: list[WindowSnapshot] = []
+    per_bag = -(-args.val_snapshots // max(len(bags), 1))
+    for bag in bags:
+        recorder = _SnapshotRecorder(worker, per_bag)
+        tracker = OnlineTracker(StreamingEngine(net), track_cfg, recorder)  # type: ignore[arg-type]
+        for frame in _frames(bag, args.max_frames, args.depth_labels):
+            tracker.step(frame)
+        snaps += recorder.snapshots
+    return snaps[: args.val_snapshots]
 
 
 def _plot(history: list[dict], out: Path) -> Path:
@@ -87,32 +130,48 @@ def main(argv: list[str] | None = None) -> int:
         lr=args.lr or adapt_cfg.lr,
         max_drift=adapt_cfg.max_drift if args.max_drift is None else args.max_drift)
     worker = AdaptationWorker(net, adapt_cfg)
+    val = _validation_windows(args.val_bags, net, worker, track_cfg, args) if args.val_bags else []
+    best = worker.validation_loss(val) if val else math.nan
+    kept, domain_kept = worker.live_subset(), 0
+    if val:
+        print(f"[adapt] {len(val)} validation windows from {len(args.val_bags)} bags: loss {best:.4g}",
+              file=sys.stderr, flush=True)
     history: list[dict] = []
     for epoch in range(args.epochs):
         for bag in args.bags:
             tracker = OnlineTracker(StreamingEngine(net), track_cfg, worker)
-            with BenchmarkBagReader(bag) as reader:
-                for i, f in enumerate(reader.frames()):
-                    if args.max_frames and i >= args.max_frames:
-                        break
-                    rounds = worker.rounds
-                    # Nothing else of the bag is read: a robot's recording has no ground truth.
-                    tracker.step(FrameInput(f.stamp_ns, f.image, f.k, f.gt_depth if args.depth_labels else None))
-                    if worker.rounds > rounds and worker.last is not None:
-                        last = worker.last
-                        history.append({"epoch": epoch, "bag": str(bag), "frame": i, "accepted": last.accepted,
-                                        "before": last.loss_before, "after": last.loss_after})
-                        print(f"[adapt] epoch {epoch + 1}/{args.epochs} {bag.name} frame {i}: round {worker.rounds} "
-                              f"{last.reason} ({last.loss_before:.4g} → {last.loss_after:.4g}), "
-                              f"accepted {worker.accepted}", file=sys.stderr, flush=True)
+            for i, frame in enumerate(_frames(bag, args.max_frames, args.depth_labels)):
+                rounds = worker.rounds
+                tracker.step(frame)
+                if worker.rounds == rounds or worker.last is None:
+                    continue
+                last = worker.last
+                entry = {"epoch": epoch, "bag": str(bag), "frame": i, "accepted": last.accepted,
+                         "before": last.loss_before, "after": last.loss_after}
+                note = ""
+                if val and last.accepted:  # the window liked it; keep it only if the domain's other bags do too
+                    v = worker.validation_loss(val)
+                    entry.update(val=v, kept=v < best)
+                    if v < best:
+                        best, kept, domain_kept = v, worker.live_subset(), domain_kept + 1
+                    else:
+                        worker.set_live_subset(kept)
+                    note = f"; validation {v:.4g} ({'kept' if entry['kept'] else 'reverted'}, best {best:.4g})"
+                history.append(entry)
+                print(f"[adapt] epoch {epoch + 1}/{args.epochs} {bag.name} frame {i}: round {worker.rounds} "
+                      f"{last.reason} ({last.loss_before:.4g} → {last.loss_after:.4g}), "
+                      f"accepted {worker.accepted}{note}", file=sys.stderr, flush=True)
     status = worker.status()
     meta = {"adapted_from": str(base), "base_id": worker.base_id, "bags": json.dumps([str(b) for b in args.bags]),
             "rounds": str(status["rounds"]), "accepted": str(status["accepted"]),
-            "rolled_back": str(status["rolled_back"]), "adaptation": json.dumps(dataclasses.asdict(adapt_cfg))}
+            "rolled_back": str(status["rolled_back"]), "adaptation": json.dumps(dataclasses.asdict(adapt_cfg)),
+            "val_bags": json.dumps([str(b) for b in args.val_bags]), "val_kept": str(domain_kept),
+            "val_loss": str(best)}
     out = save_checkpoint(net, args.out, meta)
     (args.out.with_suffix(".history.json")).write_text(json.dumps(history, indent=1))
     plot = _plot(history, args.out) if history else None
-    print(f"[adapt] {status['accepted']}/{status['rounds']} rounds accepted; wrote {out}"
+    kept_note = f", {domain_kept} kept by the validation bags" if val else ""
+    print(f"[adapt] {status['accepted']}/{status['rounds']} rounds accepted{kept_note}; wrote {out}"
           + (f", curves {plot}" if plot else ""), file=sys.stderr)
     return 0
 

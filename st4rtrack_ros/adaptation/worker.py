@@ -273,19 +273,44 @@ class AdaptationWorker:
             raise AdaptedCheckpointError(
                 f"adapted file holds another parameter subset ({len(tensors)} tensors; this worker adapts "
                 f"'{self.config.params}' = {len(self.names)})")
-        with self.lock, torch.no_grad():
-            for n, (_, q) in zip(self.names, self._pairs, strict=True):
-                if tuple(tensors[n].shape) != tuple(q.shape):
-                    raise AdaptedCheckpointError(f"shape of {n} differs: {tuple(tensors[n].shape)}")
-            for n, (p, q) in zip(self.names, self._pairs, strict=True):
-                q.copy_(tensors[n])
-                p.copy_(tensors[n].float())
+        for n, (_, q) in zip(self.names, self._pairs, strict=True):
+            if tuple(tensors[n].shape) != tuple(q.shape):
+                raise AdaptedCheckpointError(f"shape of {n} differs: {tuple(tensors[n].shape)}")
+        self.set_live_subset(tensors)
         self.version = int(info.get("version", 0))
         self.rounds, self.accepted = int(info.get("rounds", 0)), int(info.get("accepted", 0))
         self.rolled_back = int(info.get("rolled_back", 0))
         self._saved_version = self.version
         log.info("adaptation: resumed weights version %d from %s", self.version, path or self.config.save_path)
         return info
+
+    def live_subset(self) -> dict[str, torch.Tensor]:
+        """A copy of the inference model's trainable subset (to restore later with :meth:`set_live_subset`)."""
+        with self.lock, torch.no_grad():
+            return {n: q.detach().clone() for n, (_, q) in zip(self.names, self._pairs, strict=True)}
+
+    def set_live_subset(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy a subset (same names and shapes) into the inference model and the shadow; a new weights version."""
+        with self.lock, torch.no_grad():
+            for n, (p, q) in zip(self.names, self._pairs, strict=True):
+                q.copy_(tensors[n])
+                p.copy_(tensors[n].float())
+            self.version += 1
+
+    @torch.no_grad()
+    def validation_loss(self, snapshots: Sequence[WindowSnapshot]) -> float:
+        """This worker's loss of the inference weights on whole snapshots (e.g. other bags of a domain), averaged.
+
+        Not thread-safe against a running round (it uses the shadow): offline use (st4rtrack-adapt) only.
+        """
+        for p, q in self._pairs:
+            p.copy_(q.float())
+        losses = []
+        for snap in snapshots:
+            frames = list(range(len(snap.images)))
+            losses.append(float(self._loss(snap, frames, self._labels(snap, frames))))
+        finite = [v for v in losses if math.isfinite(v)]
+        return sum(finite) / len(finite) if finite else math.nan
 
     def submit(self, snapshot: WindowSnapshot) -> bool:
         """Offer a window; refused (False) when disabled or a round is running: the tracker never waits.
