@@ -65,10 +65,10 @@ class LossConfig:
     # The depth label of the anchor also supervises head 1 of (I₁, I₁): the tracks start from that pointmap (it is
     # the world frame's own camera, so no pose is involved), and its depth error is most of the tracking error.
     depth_on_track_anchor: bool = False
-    # ... and head 1's z of every pair (I₁, I_j): a static-world prior. Head 1 of pair j is where the anchor's pixels
-    # are at time j, in the anchor's camera; a static point keeps the anchor's depth, and a point moving sideways
-    # nearly so. Without it RGB-D adaptation constrains head 1 only on its anchor pair, and the other pairs drift.
-    # Biased for points moving in depth (a minority of pixels).
+    # ... and head 1's z of every pair (I₁, I_j), with one scale shared by all pairs: a static-world prior. Head 1 of
+    # pair j is where the anchor's pixels are at time j, in the anchor's camera; a static point keeps the anchor's
+    # depth, a point moving sideways nearly so. Why: with the anchor pair alone, adaptation changed that pair's scale
+    # and the other pairs did not follow (docs/domain_adaptation.md). Biased for points moving in depth.
     depth_on_track_pairs: bool = False
 
     def __post_init__(self) -> None:
@@ -203,10 +203,15 @@ def _check_shapes(pred: WindowPrediction, labels: PseudoLabels) -> None:
         raise ValueError("mono_depth must have one map per frame")
 
 
-def _depth_term(z_pred: torch.Tensor, mono: torch.Tensor, frame_ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-frame scale-invariant log-depth MSE (variance of log z_pred − log z_label), mean over usable frames."""
-    if mono.shape[-2:] != z_pred.shape[-2:]:
-        mono = F.interpolate(mono[:, None], size=z_pred.shape[-2:], mode="nearest")[:, 0]
+def _fit_label(mono: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Depth labels (F, h, w) at the pointmaps' size (nearest: no depth mixed across edges or holes)."""
+    return mono if tuple(mono.shape[-2:]) == tuple(hw) else F.interpolate(mono[:, None], size=hw, mode="nearest")[:, 0]
+
+
+def _depth_frames(z_pred: torch.Tensor, mono: torch.Tensor, frame_ok: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-frame scale-invariant log-depth MSE (variance of log z_pred − log z_label): (F,) values, (F,) usable,
+    fraction of valid pixels. Labels must be at the pointmaps' size (:func:`_fit_label`)."""
     valid = (z_pred > Z_MIN) & (mono > 0) & torch.isfinite(z_pred) & torch.isfinite(mono) & frame_ok[:, None, None]
     zp = torch.where(valid, z_pred, torch.ones_like(z_pred))
     zl = torch.where(valid, mono, torch.ones_like(mono))
@@ -216,9 +221,7 @@ def _depth_term(z_pred: torch.Tensor, mono: torch.Tensor, frame_ok: torch.Tensor
     mean = d.flatten(1).sum(1) / nn_
     dev = torch.where(valid, d - mean[:, None, None], torch.zeros_like(d))  # two-pass: no E[d²] − E[d]² cancellation
     var = dev.pow(2).flatten(1).sum(1) / nn_
-    use = n >= 2
-    k = use.sum().clamp_min(1)
-    return (var * use).sum() / k, valid.float().mean().detach()
+    return var, n >= 2, valid.float().mean().detach()
 
 
 def compute_losses(
@@ -252,13 +255,15 @@ def compute_losses(
     z_rec = recon_depth(pred.recon_pts, t_world_cam) if need_zrec else None
 
     if need_depth:
-        z_d, mono_d, fv_d = z_rec, labels.mono_depth.to(dev, dt), fv
+        mono = _fit_label(labels.mono_depth.to(dev, dt), (height, width))
+        var, use, stats["depth_valid_frac"] = _depth_frames(z_rec, mono, fv)
         n_trk = nfr if cfg.depth_on_track_pairs else int(cfg.depth_on_track_anchor)
-        if n_trk:  # more "frames": head 1's z of the first n_trk pairs against the anchor's label
-            z_d = torch.cat([z_rec, pred.track_pts[:n_trk, ..., 2]])
-            mono_d = torch.cat([mono_d, mono_d[:1].expand(n_trk, -1, -1)])
-            fv_d = torch.cat([fv, torch.ones(n_trk, dtype=torch.bool, device=dev)])
-        terms["depth"], stats["depth_valid_frac"] = _depth_term(z_d, mono_d, fv_d)
+        if n_trk:  # one more "frame": head 1's z of the first n_trk pairs, one scale for all, vs the anchor's label
+            z1 = pred.track_pts[:n_trk, ..., 2].reshape(1, n_trk * height, width)
+            m1 = mono[:1].expand(n_trk, -1, -1).reshape(1, n_trk * height, width)
+            v1, u1, _ = _depth_frames(z1, m1, torch.ones(1, dtype=torch.bool, device=dev))
+            var, use = torch.cat([var, v1]), torch.cat([use, u1])
+        terms["depth"] = (var * use).sum() / use.sum().clamp_min(1)
         present["depth"] = True
 
     if need_tracks and (cfg.w_traj > 0 or cfg.w_align > 0):

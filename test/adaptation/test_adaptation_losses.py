@@ -126,11 +126,18 @@ def test_depth_term_is_scale_invariant_per_frame(scene):
 
 
 def test_anchor_depth_label_reaches_head1_pairs_only_when_asked(scene):
-    """depth_on_track_anchor: head 1's anchor pair only; depth_on_track_pairs: every pair (a static scene keeps
-    the anchor's depth in each, so the truth scores zero)."""
+    """depth_on_track_anchor: head 1's anchor pair only; depth_on_track_pairs: every pair with one shared scale (a
+    static scene keeps the anchor's depth in each, so the truth scores zero, and so does a global rescale of head 1,
+    but not one pair drifting in scale from the others)."""
     lab = PseudoLabels(mono_depth=scene.depth * 2.7)
-    assert compute_losses(_pred(scene), lab, scene.k, scene.t_world_cam,
-                          LossConfig(depth_on_track_pairs=True)).terms["depth"].item() < 1e-9
+    pairs = LossConfig(depth_on_track_pairs=True)
+    assert compute_losses(_pred(scene), lab, scene.k, scene.t_world_cam, pairs).terms["depth"].item() < 1e-9
+    assert compute_losses(_pred(scene, track=scene.track_pts * 3.0), lab, scene.k, scene.t_world_cam,
+                          pairs).terms["depth"].item() < 1e-9
+    one_pair_off = scene.track_pts.clone()
+    one_pair_off[2] *= 1.5
+    assert compute_losses(_pred(scene, track=one_pair_off), lab, scene.k, scene.t_world_cam,
+                          pairs).terms["depth"].item() > 1e-3
     noisy = scene.track_pts * (1 + 0.1 * torch.rand(scene.track_pts.shape, generator=torch.Generator().manual_seed(0)))
     off = compute_losses(_pred(scene, track=noisy.clone().requires_grad_(True)), lab, scene.k, scene.t_world_cam)
     assert not off.total.requires_grad  # by default the depth label never reaches head 1
