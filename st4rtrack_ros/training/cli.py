@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="st4rtrack-train", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="run directory (log.jsonl, ckpt/, model.safetensors, PNG)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from ckpt/last_state.pt")
+    p.add_argument("--shared-scale", action="store_true",
+                   help="one normalisation scale per group of pairs sharing an anchor (pairs must agree on scale)")
     p.add_argument("--no-dynamic-reweight", action="store_true", help="plain confidence weighting on moving pixels")
     p.add_argument("--freeze-encoder", action="store_true", help="train decoders and heads only")
     p.add_argument("--threads", type=int, default=None,
@@ -80,6 +82,8 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
             (d[section] if section else d)[name] = v
     if args.no_dynamic_reweight:
         d["loss"]["dynamic_reweight"] = False
+    if args.shared_scale:
+        d["loss"]["shared_scale"] = True
     if args.freeze_encoder:
         d["freeze_encoder"] = True
     if args.budget_schedule:

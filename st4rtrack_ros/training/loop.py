@@ -251,7 +251,7 @@ class Trainer:
                         self.device)
             with _autocast(self.cfg, self.device):
                 out = self.net(batch["img1"], batch["img2"])
-            _, terms = supervised_loss(out, batch, self.cfg.loss, with_conf=False)
+            _, terms = supervised_loss(out, batch, self.cfg.loss, with_conf=False, group=self.cfg.data.pairs_per_seq)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             n += 1
@@ -308,7 +308,7 @@ class Trainer:
                 batch = _to(batch, self.device)
                 with _autocast(cfg, self.device):
                     out = self.net(batch["img1"], batch["img2"])
-                loss, terms = supervised_loss(out, batch, cfg.loss)
+                loss, terms = supervised_loss(out, batch, cfg.loss, group=cfg.data.pairs_per_seq)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)

@@ -15,6 +15,12 @@ gradient (c·sg(e) − α log c, minimised at c = α/e).
 L_depth = mean over head-2 valid pixels of |ẑ/s_pred − z/s_gt| (z of the reconstruction in the anchor camera).
 L_align = mean over valid pixels of the self pairs (anchor, anchor) of ‖X̂₁/s_pred − X̂₂/s_pred‖: both heads then
 describe the same surface point at the same time, so they must agree (0 when the batch has no self pair).
+
+``shared_scale``: the pairs of one group (same scene, same anchor, ``group`` consecutive pairs of the batch) share
+one s_gt and one s_pred (their means). Per-pair normalisation leaves each pair's output scale free, and the online
+tracker puts every pair (anchor, j) of a window into one world: measured, head 1's scale then drifts with the gap
+(docs/default_model.md). Sharing the scale makes a disagreement between a group's pairs an error. Validation
+metrics stay per pair, comparable across runs.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class LossConfig:
     lambda_align: float = 1.0
     dyn_factor: float = 5.0  # w = dyn_factor × max static confidence (detached)
     dynamic_reweight: bool = True
+    shared_scale: bool = False  # one scale per group of pairs sharing an anchor (see the module docstring)
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -62,10 +69,19 @@ def confidence_loss(err: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor, 
     return _masked_mean(per_pixel, valid)
 
 
-def supervised_loss(out: PairOutput, batch: dict[str, torch.Tensor], cfg: LossConfig, with_conf: bool = True
-                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def group_mean(s: torch.Tensor, group: int) -> torch.Tensor:
+    """(B,) per-pair scales → each replaced by the mean of its group of ``group`` consecutive pairs."""
+    if group <= 1:
+        return s
+    if s.shape[0] % group:
+        raise ValueError(f"batch of {s.shape[0]} pairs is not whole groups of {group}")
+    return s.view(-1, group).mean(1).repeat_interleave(group)
+
+
+def supervised_loss(out: PairOutput, batch: dict[str, torch.Tensor], cfg: LossConfig, with_conf: bool = True,
+                    group: int = 1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and its detached terms plus metrics; ``with_conf=False`` (validation) drops the confidence:
-    C becomes the plain mean error over valid pixels.
+    C becomes the plain mean error over valid pixels. ``group``: pairs per anchor (used with ``shared_scale``).
 
     Metrics: ``epe_track``/``epe_recon`` = mean ‖X̂·s_gt/s_pred − X‖ in metres (scale-aligned 3D end-point error
     per head), ``epe_track_dyn`` the same on moving anchor pixels.
@@ -73,8 +89,10 @@ def supervised_loss(out: PairOutput, batch: dict[str, torch.Tensor], cfg: LossCo
     tv, rv = batch["track_valid"], batch["recon_valid"]
     s_gt = pair_scale(batch["recon_pts"], rv)[:, None, None, None]
     s_pr = pair_scale(out.recon_pts, rv)[:, None, None, None]
-    t_pr, r_pr = out.track_pts / s_pr, out.recon_pts / s_pr
-    t_gt, r_gt = batch["track_pts"] / s_gt, batch["recon_pts"] / s_gt
+    k = group if cfg.shared_scale else 1
+    g_gt, g_pr = (group_mean(x.flatten(), k)[:, None, None, None] for x in (s_gt, s_pr))
+    t_pr, r_pr = out.track_pts / g_pr, out.recon_pts / g_pr
+    t_gt, r_gt = batch["track_pts"] / g_gt, batch["recon_pts"] / g_gt
     e1 = torch.linalg.vector_norm(t_pr - t_gt, dim=-1)
     e2 = torch.linalg.vector_norm(r_pr - r_gt, dim=-1)
     if with_conf:
@@ -86,10 +104,13 @@ def supervised_loss(out: PairOutput, batch: dict[str, torch.Tensor], cfg: LossCo
     self_mask = batch["is_self"][:, None, None] & tv & rv
     l_align = _masked_mean(torch.linalg.vector_norm(t_pr - r_pr, dim=-1), self_mask)
     total = c1 + c2 + cfg.lambda_depth * l_depth + cfg.lambda_align * l_align
+    if k > 1:  # metrics per pair, as without shared_scale
+        e1 = torch.linalg.vector_norm(out.track_pts / s_pr - batch["track_pts"] / s_gt, dim=-1)
+        e2 = torch.linalg.vector_norm(out.recon_pts / s_pr - batch["recon_pts"] / s_gt, dim=-1)
     s = s_gt[..., 0]
     terms = {
         "loss": total, "track": c1, "recon": c2, "depth": l_depth, "align": l_align,
-        "epe_track": _masked_mean(e1 * s, tv), "epe_recon": _masked_mean(e2 * s, rv),
-        "epe_track_dyn": _masked_mean(e1 * s, tv & batch["track_dyn"]),
+        "epe_track": _masked_mean(e1.detach() * s, tv), "epe_recon": _masked_mean(e2.detach() * s, rv),
+        "epe_track_dyn": _masked_mean(e1.detach() * s, tv & batch["track_dyn"]),
     }
     return total, {k: v.detach() for k, v in terms.items()}

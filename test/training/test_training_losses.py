@@ -96,3 +96,24 @@ def test_scale_is_the_mean_distance_of_valid_points_and_align_uses_self_pairs():
     out.recon_pts = out.track_pts + 1.0
     _, terms = supervised_loss(out, batch, LossConfig())
     assert float(terms["align"]) == 0.0  # no self pair in the batch: no alignment term
+
+
+def test_shared_scale_makes_pairs_of_one_anchor_agree_on_scale():
+    """Per pair, each pair's output scale is free; with shared_scale the two pairs of a group (one anchor) must
+    agree: exact shapes at two different scales cost nothing per pair, and a positive error shared."""
+    batch = _batch()
+    conf = torch.full(batch["track_valid"].shape, 2.0)
+    exact = _out(batch, conf, conf)
+    scales = torch.tensor([1.0, 2.0])[:, None, None, None]  # pair 1 twice as large as pair 0
+    disagree = PairOutput(track_pts=exact.track_pts * scales, track_conf=conf, recon_pts=exact.recon_pts * scales,
+                          recon_conf=conf)
+    per_pair, _ = supervised_loss(disagree, batch, LossConfig())
+    base, _ = supervised_loss(exact, batch, LossConfig())
+    assert float(per_pair) == pytest.approx(float(base), abs=1e-6)
+    shared, terms = supervised_loss(disagree, batch, LossConfig(shared_scale=True), group=2)
+    assert float(shared) > float(base) + 0.1
+    assert float(terms["epe_track"]) == pytest.approx(0.0, abs=1e-5)  # metrics stay per pair
+    agree, _ = supervised_loss(_out(batch, conf, conf, scale=3.0), batch, LossConfig(shared_scale=True), group=2)
+    assert float(agree) == pytest.approx(float(base), abs=1e-5)  # a common scale is still free
+    with pytest.raises(ValueError, match="groups"):
+        supervised_loss(exact, batch, LossConfig(shared_scale=True), group=3)

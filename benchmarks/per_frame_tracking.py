@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Where along the sequence a checkpoint's tracking error sits: per-frame EPE and head 1's per-frame scale.
+
+Protocol mode (frame 0 anchors the run), the st4rtrack-eval harness. For each checkpoint: the global median scale
+alignment of the metric, the EPE of frames 0, 8, 16, 32, 48 and the last, and each frame's own median scale relative
+to frame 0's (1.0 everywhere = head 1's pairs agree on scale; a trend = the pairs drift in scale with the gap).
+Used by docs/domain_adaptation.md to locate what domain adaptation changes.
+
+  .venv/bin/python benchmarks/per_frame_tracking.py out/domain_long/bags/shift_1000_64_256x160 BASE DOMAIN
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from st4rtrack_ros.data.bag_io import BenchmarkBagReader
+from st4rtrack_ros.evaluation.alignment import median_scale, rebase_to_first_camera
+from st4rtrack_ros.evaluation.runner import RunConfig, protocol_config, run_frames
+from st4rtrack_ros.model.checkpoint import load_checkpoint
+from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
+from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
+
+
+def per_frame(bag: Path, ckpt: Path, frames: int) -> dict:
+    torch.manual_seed(0)
+    tracker = OnlineTracker(StreamingEngine(load_checkpoint(ckpt), EngineOptions.fastest(torch.device("cpu"))),
+                            protocol_config(TrackerConfig()))
+    with BenchmarkBagReader(bag) as reader:
+        run = run_frames(reader.frames(), tracker, RunConfig(max_frames=frames, mode="protocol", progress_every=0))
+    _, gt = rebase_to_first_camera(run.gt_poses, run.gt_tracks)
+    pred = run.pred_tracks
+    valid = np.isfinite(gt).all(-1) & np.isfinite(pred).all(-1)
+    s = median_scale(pred[valid], gt[valid])
+    err = np.linalg.norm(pred * s - gt, axis=-1)
+    epe = [float(err[t][valid[t]].mean()) for t in range(len(err))]
+    scale = [float(median_scale(pred[t][valid[t]], gt[t][valid[t]])) for t in range(len(err))]
+    return {"global_scale": float(s), "epe": float(err[valid].mean()), "epe_per_frame": epe,
+            "scale_vs_frame0": [x / scale[0] for x in scale]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bag", type=Path)
+    ap.add_argument("checkpoints", type=Path, nargs="+")
+    ap.add_argument("--frames", type=int, default=64)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    results = {}
+    print("| checkpoint | EPE | EPE at frames 0 / 8 / 16 / 32 / 48 / last | scale vs frame 0 at 8 / … / last |")
+    print("|---|---|---|---|")
+    for ckpt in args.checkpoints:
+        r = results[str(ckpt)] = per_frame(args.bag, ckpt, args.frames)
+        picks = [0, 8, 16, 32, 48, len(r["epe_per_frame"]) - 1]
+        epe = " / ".join(f"{r['epe_per_frame'][i]:.3f}" for i in picks)
+        scale = " / ".join(f"{r['scale_vs_frame0'][i]:.3f}" for i in picks[1:])
+        print(f"| {ckpt.name} | {r['epe']:.3f} | {epe} | {scale} |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
