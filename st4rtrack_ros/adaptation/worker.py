@@ -425,7 +425,7 @@ class AdaptationWorker:
         """Largest ‖θ − θ₀‖ / ‖θ₀‖ over the trained tensors of the inference model (0 at start)."""
         with self.lock, torch.no_grad():
             return max((float((q.float() - p0).norm() / p0.norm().clamp_min(1e-12))
-                        for (_, q), p0 in zip(self._pairs, (t.float() for t in self._initial), strict=False)),
+                        for (_, q), p0 in zip(self._pairs, (t.float() for t in self._initial), strict=True)),
                        default=0.0)
 
     def _split(self, n: int) -> tuple[list[int], list[int]]:
