@@ -28,7 +28,7 @@ from eval_default_model import bag_for, mean_sd
 from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker
 from st4rtrack_ros.data.bag_io import BenchmarkBagReader
 from st4rtrack_ros.evaluation.report import compute_metrics
-from st4rtrack_ros.evaluation.runner import RunConfig, protocol_config, run_frames
+from st4rtrack_ros.evaluation.runner import RunConfig, RunResult, protocol_config, run_frames
 from st4rtrack_ros.model.checkpoint import load_checkpoint
 from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
 from st4rtrack_ros.settings import default_checkpoint
@@ -60,7 +60,10 @@ def _value(text: str) -> object:
     return yaml.safe_load(text)
 
 
-def run_one(ckpt: Path, bag: Path, adapt: dict | None, mode: str, frames: int, depth: bool) -> dict:
+def replay(ckpt: Path, bag: Path, adapt: dict | None, mode: str, frames: int, depth: bool
+           ) -> tuple[RunResult, AdaptationWorker | None, float]:
+    """One bag through the st4rtrack-eval harness on the CPU (seeded; adaptation rounds synchronous):
+    the run, the worker (None without adaptation) and the wall time."""
     torch.manual_seed(0)
     net = load_checkpoint(ckpt, device=torch.device("cpu"))
     tcfg = TrackerConfig()
@@ -74,10 +77,15 @@ def run_one(ckpt: Path, bag: Path, adapt: dict | None, mode: str, frames: int, d
     with BenchmarkBagReader(bag) as reader:
         run = run_frames(reader.frames(), tracker, RunConfig(max_frames=frames, mode=mode, progress_every=0,
                                                               depth_to_tracker=depth))
+    return run, worker, time.perf_counter() - t0
+
+
+def run_one(ckpt: Path, bag: Path, adapt: dict | None, mode: str, frames: int, depth: bool) -> dict:
+    run, worker, wall = replay(ckpt, bag, adapt, mode, frames, depth)
     m = compute_metrics(run)
     out = {"epe": m["tracking"]["median"]["epe"], "epe_dynamic": m["tracking"]["median"].get("epe_dynamic"),
            "apd": m["tracking"]["median"]["apd"], "abs_rel": m["depth"]["abs_rel"], "ate": m["camera"]["ate"],
-           "wall_s": time.perf_counter() - t0}
+           "wall_s": wall}
     if worker is not None:
         st = worker.status()
         out.update(rounds=st["rounds"], accepted=st["accepted"], drift=worker.max_relative_drift(),

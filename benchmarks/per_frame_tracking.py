@@ -17,24 +17,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from st4rtrack_ros.data.bag_io import BenchmarkBagReader
+from adapt_sweep import replay
+
 from st4rtrack_ros.evaluation.alignment import median_scale, rebase_to_first_camera
-from st4rtrack_ros.evaluation.runner import RunConfig, protocol_config, run_frames
-from st4rtrack_ros.model.checkpoint import load_checkpoint
-from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
-from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
 
 
 def per_frame(bag: Path, ckpt: Path, frames: int) -> dict:
-    torch.manual_seed(0)
-    tracker = OnlineTracker(StreamingEngine(load_checkpoint(ckpt), EngineOptions.fastest(torch.device("cpu"))),
-                            protocol_config(TrackerConfig()))
-    with BenchmarkBagReader(bag) as reader:
-        run = run_frames(reader.frames(), tracker, RunConfig(max_frames=frames, mode="protocol", progress_every=0))
+    run, _, _ = replay(ckpt, bag, None, "protocol", frames, depth=False)
     _, gt = rebase_to_first_camera(run.gt_poses, run.gt_tracks)
     pred = run.pred_tracks
     valid = np.isfinite(gt).all(-1) & np.isfinite(pred).all(-1)

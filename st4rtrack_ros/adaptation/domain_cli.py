@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = AdaptationWorker(net, adapt_cfg)
     val = _validation_windows(args.val_bags, net, worker, track_cfg, args) if args.val_bags else []
     best = worker.validation_loss(val) if val else math.nan
-    kept, domain_kept = worker.live_subset(), 0
+    kept, domain_kept = (worker.live_subset() if val else {}), 0
     if val:
         print(f"[adapt] {len(val)} validation windows from {len(args.val_bags)} bags: loss {best:.4g}",
               file=sys.stderr, flush=True)

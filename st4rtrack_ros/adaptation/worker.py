@@ -192,9 +192,8 @@ class AdaptationWorker:
         for module in self.shadow.modules():
             module.register_forward_pre_hook(self._check_stop)
         self._initial = [q.detach().clone() for _, q in self._pairs]
-        # θ₀ and its radius per tensor for the max_drift projection (float, on the shadow's device)
-        self._ball = [(q.detach().float().clone(), config.max_drift * float(q.detach().float().norm()))
-                      for _, q in self._pairs] if config.max_drift > 0 else []
+        # the radius of each tensor's max_drift ball around its initial weights (empty: no bound)
+        self._radii = [config.max_drift * float(t.float().norm()) for t in self._initial] if config.max_drift else []
         #: Frames per snapshot now: config.window_frames, halved after each out-of-memory round (the tracker reads it).
         self.window_frames = config.window_frames
         self.min_window_frames = config.holdout_frames + 2  # anchor + ≥ 1 training frame + the held-out frames
@@ -415,11 +414,12 @@ class AdaptationWorker:
     @torch.no_grad()
     def _project(self) -> None:
         """Pull each trained tensor back onto its max_drift ball around the initial weights (a no-op without one)."""
-        for (p, _), (p0, radius) in zip(self._pairs, self._ball, strict=False):
+        for (p, _), init, radius in zip(self._pairs, self._initial, self._radii, strict=False):
+            p0 = init.float()
             delta = p - p0
-            norm = float(delta.norm())
-            if norm > radius:
-                p.copy_(p0 + delta * (radius / norm))
+            norm = delta.norm().double()  # stays on the device: no host sync per tensor and step
+            factor = (radius / norm.clamp_min(1e-30)).to(p.dtype)
+            p.copy_(torch.where(norm > radius, p0 + delta * factor, p))
 
     def max_relative_drift(self) -> float:
         """Largest ‖θ − θ₀‖ / ‖θ₀‖ over the trained tensors of the inference model (0 at start)."""

@@ -87,14 +87,19 @@ def supervised_loss(out: PairOutput, batch: dict[str, torch.Tensor], cfg: LossCo
     per head), ``epe_track_dyn`` the same on moving anchor pixels.
     """
     tv, rv = batch["track_valid"], batch["recon_valid"]
-    s_gt = pair_scale(batch["recon_pts"], rv)[:, None, None, None]
-    s_pr = pair_scale(out.recon_pts, rv)[:, None, None, None]
+    s_gt, s_pr = pair_scale(batch["recon_pts"], rv), pair_scale(out.recon_pts, rv)
+
+    def errors(sg: torch.Tensor, sp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel 3D errors of both heads with the (B,) scales sg (ground truth) and sp (prediction)."""
+        sg, sp = sg[:, None, None, None], sp[:, None, None, None]
+        return (torch.linalg.vector_norm(out.track_pts / sp - batch["track_pts"] / sg, dim=-1),
+                torch.linalg.vector_norm(out.recon_pts / sp - batch["recon_pts"] / sg, dim=-1))
+
     k = group if cfg.shared_scale else 1
-    g_gt, g_pr = (group_mean(x.flatten(), k)[:, None, None, None] for x in (s_gt, s_pr))
-    t_pr, r_pr = out.track_pts / g_pr, out.recon_pts / g_pr
-    t_gt, r_gt = batch["track_pts"] / g_gt, batch["recon_pts"] / g_gt
-    e1 = torch.linalg.vector_norm(t_pr - t_gt, dim=-1)
-    e2 = torch.linalg.vector_norm(r_pr - r_gt, dim=-1)
+    g_gt, g_pr = group_mean(s_gt, k), group_mean(s_pr, k)
+    e1, e2 = errors(g_gt, g_pr)
+    t_pr, r_pr = out.track_pts / g_pr[:, None, None, None], out.recon_pts / g_pr[:, None, None, None]
+    r_gt = batch["recon_pts"] / g_gt[:, None, None, None]
     if with_conf:
         c1 = confidence_loss(e1, out.track_conf, tv, batch["track_dyn"], cfg)
         c2 = confidence_loss(e2, out.recon_conf, rv, batch["recon_dyn"], cfg)
@@ -105,9 +110,8 @@ def supervised_loss(out: PairOutput, batch: dict[str, torch.Tensor], cfg: LossCo
     l_align = _masked_mean(torch.linalg.vector_norm(t_pr - r_pr, dim=-1), self_mask)
     total = c1 + c2 + cfg.lambda_depth * l_depth + cfg.lambda_align * l_align
     if k > 1:  # metrics per pair, as without shared_scale
-        e1 = torch.linalg.vector_norm(out.track_pts / s_pr - batch["track_pts"] / s_gt, dim=-1)
-        e2 = torch.linalg.vector_norm(out.recon_pts / s_pr - batch["recon_pts"] / s_gt, dim=-1)
-    s = s_gt[..., 0]
+        e1, e2 = errors(s_gt, s_pr)
+    s = s_gt[:, None, None]
     terms = {
         "loss": total, "track": c1, "recon": c2, "depth": l_depth, "align": l_align,
         "epe_track": _masked_mean(e1.detach() * s, tv), "epe_recon": _masked_mean(e2.detach() * s, rv),
