@@ -6,8 +6,8 @@ with st4rtrack-eval's harness — base vs domain checkpoint, each with online TT
   .venv/bin/python benchmarks/domain_adaptation.py --preset shift --train-seeds 3000 3001 3002 3003 \
       --test-seeds 1000 1001 1002 --json docs/domain_adaptation.json
 
-Bags, checkpoints and results are cached under --work (keyed by the base model's bytes); rerunning continues where
-it stopped.
+Bags, checkpoints and results are cached under --work (keyed by the base model's bytes, the config, and the offline
+stage's bags and schedule); rerunning continues where it stopped.
 """
 
 from __future__ import annotations
@@ -56,8 +56,13 @@ def main() -> None:
     # caches belong to one base model (a folder checkpoint: keyed by its path)
     base_id = hashlib.sha256(base.read_bytes() if base.is_file() else str(base.resolve()).encode()).hexdigest()[:8]
     tag = f"{args.config.stem if args.config else 'defaults'}{'_rgbd' if args.depth_labels else ''}_{base_id}"
+    if args.lr != 1e-4:  # the online stage uses it too, so base rows depend on it
+        tag += f"_lr{args.lr:g}"
+    # the offline stage's inputs name its checkpoint: a cached one is reused only for the same bags and schedule
+    offline = json.dumps([args.train_seeds, args.train_frames, args.epochs, args.every, args.steps])
     variant = (f"_drift{args.max_drift:g}" if args.max_drift else "") + ("_val" + "-".join(map(str, args.val_seeds))
-                                                                      if args.val_seeds else "")
+                                                                      if args.val_seeds else "") + \
+        "_" + hashlib.sha256(offline.encode()).hexdigest()[:6]
     val_bags = [bag_for(args.work / "bags", args.preset, s, args.train_frames, (256, 160)) for s in args.val_seeds]
     domain = args.work / f"{args.preset}_{tag}{variant}_domain.safetensors"
     if not domain.exists():

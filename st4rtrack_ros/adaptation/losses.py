@@ -10,6 +10,9 @@ Terms (frame j, track n; X_{j,n} = head 1 of pair j read at query pixel q_n, x̂
   principal point (absorbs a focal mismatch); RMSE in pixels. Vanilla: no visibility mask.
 - ``depth``: per-frame scale-invariant log-depth MSE between head 2's depth in camera j and a mono depth label.
 - ``align``: ‖X_{j,n} − head 2 of pair j read at y_{j,n}‖ (3D, pointmap units), masked by the tracker's visibility.
+- ``motion`` (off by default): head 1's 3D motion field, pair j minus the anchor pair, against the same field of the
+  base (un-adapted) weights, each in units of its anchor pair's scale. Adaptation may then reshape the anchor's
+  geometry (the depth label fixes it), and every pair follows it, but the motion the base predicted is kept.
 
 St4RTrack+: ``traj`` and ``align`` are masked by the depth-test mask m (``geometry.occlusion``) and each point's
 residual ρ enters in heteroscedastic form ρ/σ² + d·log(σ²/σ²_min), σ² from the confidences via
@@ -33,7 +36,7 @@ from st4rtrack_ros.geometry.sampling import SampleMode, in_image, sample_map
 from st4rtrack_ros.model.uncertainty import SIGMA2_MAX, SIGMA2_MIN, sigma2_from_conf
 from st4rtrack_ros.settings import check_keys
 
-TERMS = ("traj", "depth", "align")
+TERMS = ("traj", "depth", "align", "motion")
 
 
 @dataclass
@@ -70,6 +73,11 @@ class LossConfig:
     # depth, a point moving sideways nearly so. Why: with the anchor pair alone, adaptation changed that pair's scale
     # and the other pairs did not follow (docs/domain_adaptation.md). Biased for points moving in depth.
     depth_on_track_pairs: bool = False
+    # Weight of the ``motion`` term (needs PseudoLabels.base_track_pts, which the worker fills from its initial
+    # weights). Why: the depth label reaches head 1 only on the anchor pair, and a domain checkpoint then fixed that
+    # pair while the other pairs drifted (docs/domain_adaptation.md). This term moves every pair with the anchor's
+    # correction and keeps the base's motion between them: geometry adapts, motion is remembered.
+    w_motion: float = 0.0
 
     def __post_init__(self) -> None:
         """Reject settings that would let σ² switch a loss off or make a term meaningless."""
@@ -81,7 +89,7 @@ class LossConfig:
             raise ValueError("a trainable σ² needs sigma2_prior > 0, else raising σ² is free (set sigma2_detach)")
         if not 0.0 <= self.mask_floor <= 1.0:
             raise ValueError("mask_floor must lie in [0, 1]")
-        if min(self.w_traj, self.w_depth, self.w_align) < 0:
+        if min(self.w_traj, self.w_depth, self.w_align, self.w_motion) < 0:
             raise ValueError("loss weights must be ≥ 0")
         self.scale_fit_bounds = tuple(self.scale_fit_bounds)  # type: ignore[assignment]
 
@@ -124,6 +132,7 @@ class PseudoLabels:
     tracks_uv: torch.Tensor | None = None  # (F, N, 2) pseudo 2D tracks
     track_vis: torch.Tensor | None = None  # (F, N) bool pseudo visibility (None: all visible)
     mono_depth: torch.Tensor | None = None  # (F, H, W) monocular depth (≤ 0 / non-finite = no label)
+    base_track_pts: torch.Tensor | None = None  # (F, H, W, 3) head 1 of the base weights on the same pairs
 
 
 @dataclass
@@ -201,6 +210,9 @@ def _check_shapes(pred: WindowPrediction, labels: PseudoLabels) -> None:
         raise ValueError("tracks_uv (F, N, 2) and query_uv (N, 2) disagree on N")
     if labels.mono_depth is not None and labels.mono_depth.shape[0] != nfr:
         raise ValueError("mono_depth must have one map per frame")
+    if labels.base_track_pts is not None and labels.base_track_pts.shape != pred.track_pts.shape:
+        raise ValueError(f"base_track_pts {tuple(labels.base_track_pts.shape)} != track_pts "
+                         f"{tuple(pred.track_pts.shape)}")
 
 
 def _fit_label(mono: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -222,6 +234,23 @@ def _depth_frames(z_pred: torch.Tensor, mono: torch.Tensor, frame_ok: torch.Tens
     dev = torch.where(valid, d - mean[:, None, None], torch.zeros_like(d))  # two-pass: no E[d²] − E[d]² cancellation
     var = dev.pow(2).flatten(1).sum(1) / nn_
     return var, n >= 2, valid.float().mean().detach()
+
+
+def _motion_term(track: torch.Tensor, base: torch.Tensor, frame_ok: torch.Tensor) -> torch.Tensor:
+    """Mean ‖(X̂_j − X̂_1)/ŝ − (B_j − B_1)/s_B‖ over pairs j ≥ 2 and pixels finite in both (track, base (F, H, W, 3),
+    pair 1 = the anchor pair; ŝ, s_B = mean ‖X_1‖ of each): 0 for any common rescale, and for any displacement
+    shared by all pairs."""
+    finite = torch.isfinite(track).all(-1) & torch.isfinite(base).all(-1)
+    anchor = finite[0]
+    ok = finite[1:] & anchor & frame_ok[1:, None, None]
+
+    def field(x: torch.Tensor) -> torch.Tensor:
+        x = torch.where(finite[..., None], x, torch.zeros_like(x))
+        scale = (_safe_norm(x[0]) * anchor).sum() / anchor.sum().clamp_min(1)
+        return (x[1:] - x[:1]) / scale.clamp_min(1e-8)
+
+    diff = torch.where(ok[..., None], field(track) - field(base.detach()), torch.zeros_like(track[1:]))
+    return _safe_norm(diff).sum() / ok.sum().clamp_min(1)
 
 
 def compute_losses(
@@ -332,7 +361,11 @@ def compute_losses(
             stats["align_kept_frac"] = _frac(keep & occ, torch.ones_like(keep))
             stats.update({f"align_{key}": v for key, v in st.items()})
 
-    weights = {"traj": cfg.w_traj, "depth": cfg.w_depth, "align": cfg.w_align}
+    if cfg.w_motion > 0 and labels.base_track_pts is not None and nfr > 1:
+        terms["motion"] = _motion_term(pred.track_pts, labels.base_track_pts.to(dev, dt), fv)
+        present["motion"] = True
+
+    weights = {"traj": cfg.w_traj, "depth": cfg.w_depth, "align": cfg.w_align, "motion": cfg.w_motion}
     total = zero
     for t in TERMS:
         if present[t]:

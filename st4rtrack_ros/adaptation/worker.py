@@ -381,7 +381,17 @@ class AdaptationWorker:
         return PseudoLabels(query_uv=torch.as_tensor(query, dtype=torch.float32, device=dev),
                             tracks_uv=torch.as_tensor(uv, device=dev), track_vis=torch.as_tensor(vis, device=dev),
                             mono_depth=None if depth is None else torch.as_tensor(depth, dtype=torch.float32,
-                                                                                   device=dev))
+                                                                                   device=dev),
+                            base_track_pts=self._base_track(snap, frames) if self.loss_cfg.w_motion > 0 else None)
+
+    @torch.no_grad()
+    def _base_track(self, snap: WindowSnapshot, frames: list[int]) -> torch.Tensor:
+        """Head 1 of the initial (base) weights on the pairs of ``frames``: the ``motion`` term's label. Once per
+        round and split, so the steps pay nothing for it."""
+        imgs = snap.images[frames].to(self.device)
+        base = {n: t.float() for n, t in zip(self.names, self._initial, strict=True)}
+        out = torch.func.functional_call(self.shadow, base, (imgs[:1].expand(len(frames), -1, -1, -1), imgs))
+        return out.track_pts
 
     def _corrupt(self, uv: np.ndarray, depth: np.ndarray | None, hw: tuple[int, int]
                  ) -> tuple[np.ndarray, np.ndarray | None]:

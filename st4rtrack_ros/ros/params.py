@@ -86,6 +86,8 @@ SPECS: dict[str, ParamSpec] = {
     "adaptation.loss.depth_on_track_anchor": ParamSpec("the depth label also supervises head 1's anchor pointmap"),
     "adaptation.loss.depth_on_track_pairs": ParamSpec("the anchor's depth label also supervises head 1's z of every "
                                                       "pair (static-world prior)"),
+    "adaptation.loss.w_motion": ParamSpec("weight of the term keeping head 1's motion between pairs as the base "
+                                          "weights predict it (0 = off)", min=0.0, max=1e3),
     "ros.image_topic": ParamSpec("input camera topic (sensor_msgs/Image)"),
     "ros.compressed": ParamSpec("subscribe sensor_msgs/CompressedImage on <image_topic>/compressed instead"),
     "ros.camera_info_topic": ParamSpec("sensor_msgs/CameraInfo topic; empty = none (K estimated)"),

@@ -56,7 +56,7 @@ def _grads_finite(*ts):
 @pytest.mark.parametrize("cfg", [LossConfig.vanilla(), LossConfig.plus()], ids=["vanilla", "plus"])
 def test_zero_for_perfect_predictions(scene, cfg):
     out = compute_losses(_pred(scene), _labels(scene, vis=scene.visible), scene.k, scene.t_world_cam, cfg)
-    assert all(out.present.values())
+    assert all(out.present[t] for t in ("traj", "depth", "align")) and not out.present["motion"]  # motion: off
     assert out.terms["traj"].item() < 1e-3  # pixels
     assert out.terms["depth"].item() < 1e-9
     # align reads head 2 between pixel centres; on a tilted plane that is exact up to perspective curvature
@@ -117,7 +117,7 @@ def test_depth_term_is_scale_invariant_per_frame(scene):
     mono = scene.depth * torch.tensor([1.0, 3.0, 0.2, 7.0])[:, None, None]
     lab = PseudoLabels(mono_depth=mono)
     out = compute_losses(_pred(scene), lab, scene.k, scene.t_world_cam, LossConfig.vanilla())
-    assert out.present == {"traj": False, "depth": True, "align": False}
+    assert out.present == {"traj": False, "depth": True, "align": False, "motion": False}
     assert out.terms["depth"].item() < 1e-9
     warped = mono * (1 + 0.2 * torch.rand_like(mono))
     out = compute_losses(_pred(scene), PseudoLabels(mono_depth=warped), scene.k, scene.t_world_cam)
@@ -151,14 +151,45 @@ def test_anchor_depth_label_reaches_head1_pairs_only_when_asked(scene):
     assert all(g > 0 for g in grads["pairs"])
 
 
+def test_motion_term_keeps_the_base_motion_but_lets_the_geometry_move(scene):
+    """Zero when head 1 equals the base, is the base rescaled, or is the base with one displacement field added to
+    every pair (the anchor's geometry corrected, every pair following it); non-zero when one pair moves on its own.
+    Its gradient reaches the pair that moved and the anchor pair, and never the base."""
+    cfg = LossConfig(w_traj=0.0, w_depth=0.0, w_align=0.0, w_motion=1.0)
+    base = scene.track_pts
+
+    def motion(track, base_pts=base):
+        lab = PseudoLabels(base_track_pts=base_pts)
+        return compute_losses(_pred(scene, track=track), lab, scene.k, scene.t_world_cam, cfg).terms["motion"]
+
+    gen = torch.Generator().manual_seed(0)
+    correction = 0.2 * torch.rand(base.shape[1:], generator=gen) * base[0].norm(dim=-1, keepdim=True).mean()
+    assert motion(base).item() == 0.0
+    assert motion(base * 2.5).item() < 1e-6
+    assert motion(base + correction).item() < 1e-3  # ≠ 0 only through the anchor scale the shift changes a little
+    one_pair_off = base.clone()
+    one_pair_off[2] += correction
+    assert motion(one_pair_off).item() > 10 * motion(base + correction).item()
+    track, base_pts = one_pair_off.clone().requires_grad_(True), base.clone().requires_grad_(True)
+    motion(track, base_pts).backward()
+    assert [float(g.abs().sum()) > 0 for g in track.grad] == [True, False, True, False] and base_pts.grad is None
+    nan_pts = one_pair_off.clone()
+    nan_pts[1, 0, 0] = float("nan")
+    assert torch.isfinite(motion(nan_pts))
+    with pytest.raises(ValueError, match="base_track_pts"):
+        motion(base, base[:2])
+
+
 def test_missing_labels_drop_terms(scene):
     out = compute_losses(_pred(scene), PseudoLabels(), scene.k, scene.t_world_cam)
     assert not any(out.present.values()) and out.total.item() == 0.0
     out = compute_losses(_pred(scene), _labels(scene, depth=None), scene.k, scene.t_world_cam)
-    assert out.present == {"traj": True, "depth": False, "align": True}
+    assert out.present == {"traj": True, "depth": False, "align": True, "motion": False}
     cfg = LossConfig.plus(w_traj=0.0)
     out = compute_losses(_pred(scene), _labels(scene), scene.k, scene.t_world_cam, cfg)
-    assert out.present == {"traj": False, "depth": True, "align": True}
+    assert out.present == {"traj": False, "depth": True, "align": True, "motion": False}
+    out = compute_losses(_pred(scene), _labels(scene), scene.k, scene.t_world_cam, LossConfig.plus(w_motion=1.0))
+    assert not out.present["motion"]  # switched on, but no base prediction to compare with
 
 
 def test_sigma2_cannot_switch_the_loss_off():

@@ -127,6 +127,28 @@ def test_max_drift_keeps_every_trained_tensor_in_its_ball_around_the_initial_wei
         AdaptationConfig(max_drift=-0.1)
 
 
+def test_motion_label_is_head1_of_the_initial_weights_after_rounds_changed_them(frames):
+    """The motion term's label comes from the base weights, not from the accumulated adapted ones; off, none is made."""
+    net = _net()
+    reference = _net()  # the same initial weights, never adapted
+    loss = dict(w_traj=0.0, w_align=0.0, depth_on_track_anchor=True, w_motion=10.0)
+    cfg = AdaptationConfig(enabled=True, steps=3, lr=1e-2, params="track_head", duty_cycle=1.0,
+                           min_improvement=-1e9, loss=loss)
+    w = AdaptationWorker(net, cfg)
+    snap = _snapshot(frames)
+    res = w.run_round(snap)
+    assert res.accepted and w.max_relative_drift() > 0 and all(np.isfinite(res.train_losses))
+    frames_idx = [0, 2, 4]
+    with torch.no_grad():
+        imgs = snap.images[frames_idx]
+        want = reference(imgs[:1].expand(3, -1, -1, -1), imgs).track_pts
+        now = net(imgs[:1].expand(3, -1, -1, -1), imgs).track_pts
+    label = w._labels(snap, frames_idx).base_track_pts
+    assert torch.allclose(label, want, atol=1e-5) and not torch.allclose(now, want, atol=1e-3)
+    off = AdaptationWorker(_net(), AdaptationConfig(enabled=True, loss={"w_traj": 0.0}))
+    assert off._labels(snap, frames_idx).base_track_pts is None
+
+
 def test_nan_rolls_back_and_repeated_failures_restore_initial_weights(frames, monkeypatch):
     net = _net()
     w = AdaptationWorker(net, AdaptationConfig(enabled=True, steps=1, duty_cycle=1.0, max_consecutive_failures=2))
