@@ -3,7 +3,8 @@
 The tracker hands over a snapshot of its window every N frames. On its own thread (and CUDA stream) the worker:
 
 1. copies the inference model's trainable subset into a shadow model (so accepted rounds accumulate);
-2. builds pseudo-labels — KLT 2D tracks across the window, the aligned depth image when there is one;
+2. builds pseudo-labels — KLT 2D tracks across the window, the aligned depth image when there is one, and with
+   the motion term (``loss.w_motion``) head 1 of its initial weights on the same pairs;
 3. runs K optimiser steps of the St4RTrack+ losses on the window's training frames;
 4. validates on frames held out of the steps: finite weights and outputs, and a held-out loss lower by a margin;
 5. swaps the subset into the inference model under the tracker's inference lock (an in-place copy, so captured
