@@ -56,7 +56,7 @@ def main() -> None:
     # caches belong to one base model (a folder checkpoint: keyed by its path)
     base_id = hashlib.sha256(base.read_bytes() if base.is_file() else str(base.resolve()).encode()).hexdigest()[:8]
     tag = f"{args.config.stem if args.config else 'defaults'}{'_rgbd' if args.depth_labels else ''}_{base_id}"
-    if args.lr != 1e-4:  # the online stage uses it too, so base rows depend on it
+    if args.lr != ap.get_default("lr"):  # the online stage uses it too, so base rows depend on it
         tag += f"_lr{args.lr:g}"
     # the offline stage's inputs name its checkpoint: a cached one is reused only for the same bags and schedule
     offline = json.dumps([args.train_seeds, args.train_frames, args.epochs, args.every, args.steps])
