@@ -12,6 +12,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+#: Set by :class:`~st4rtrack_ros.ros.live_eval.NodeProcess`: the pid of the process that started the node, which
+#: stops when that process dies (``node._stop_with_parent``).
+PARENT_PID_ENV = "ST4R_PARENT_PID"
 #: The only rmw implementation the wheels (requirements/ros.txt) install.
 RMW = "rmw_fastrtps_cpp"
 #: Domain ids this module hands out: 1..101 keeps Fast DDS ports below the Linux ephemeral range for any id.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import numpy as np
 
 from st4rtrack_ros.data.bag_format import MSG_CAMERA_INFO, MSG_COMPRESSED, MSG_IMAGE
 from st4rtrack_ros.ros import conversions as cv
-from st4rtrack_ros.ros.env import domain_id_for, ros_env
+from st4rtrack_ros.ros.env import PARENT_PID_ENV, domain_id_for, ros_env
 from st4rtrack_ros.ros.play import BagMessage, BagSource, message_class, play_once
 
 NODE_NS = "/st4rtrack"
@@ -58,6 +59,7 @@ class NodeProcess:
         self._log = open(self.log_path, "w")  # closed in stop()
         env = ros_env(domain_id=domain_id, localhost_only=True, log_dir=self.log_dir / "ros")
         env["PYTHONUNBUFFERED"] = "1"
+        env[PARENT_PID_ENV] = str(os.getpid())  # the node stops if this process dies without stop()
         self.proc = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT, text=True)
 
     def alive(self) -> bool:

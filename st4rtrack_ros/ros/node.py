@@ -18,6 +18,7 @@ something subscribes.
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -35,11 +36,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PoseStamped, TransformStamped
 from nav_msgs.msg import Path as PathMsg
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import JumpThreshold, TimeJump
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -53,6 +53,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from st4rtrack_ros.data.messages import check_depth, check_stamp, depth_from_msg, image_to_rgb, intrinsics_from_msg
 from st4rtrack_ros.ros import conversions as cv
 from st4rtrack_ros.ros import params as P
+from st4rtrack_ros.ros.env import PARENT_PID_ENV
 from st4rtrack_ros.ros.faults import FaultLog
 from st4rtrack_ros.tracking.types import MIN_SIDE, BadInput, FrameDropped
 
@@ -218,22 +219,17 @@ class TrackerNode(Node):
         self._last_status: dict[str, Any] = {}
         self._size: tuple[int, int] | None = None  # (w, h) of the last processed image
 
-        self._in_group = MutuallyExclusiveCallbackGroup()
-        self._srv_group = MutuallyExclusiveCallbackGroup()
-        self._timer_group = MutuallyExclusiveCallbackGroup()
         self._make_inputs()
         self._make_outputs()
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._srv_group)
-        self.create_service(Trigger, "~/save_adaptation", self._on_save_adaptation, callback_group=self._srv_group)
-        self.create_service(Trigger, "~/revert_adaptation", self._on_revert_adaptation,
-                            callback_group=self._srv_group)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_service(Trigger, "~/save_adaptation", self._on_save_adaptation)
+        self.create_service(Trigger, "~/revert_adaptation", self._on_revert_adaptation)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
         self._jump = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=False),
             post_callback=self._on_time_jump)
-        self.create_timer(float(self._p["ros.diagnostics_period_s"]), self._publish_diagnostics,
-                          callback_group=self._timer_group)
+        self.create_timer(float(self._p["ros.diagnostics_period_s"]), self._publish_diagnostics)
         self._apply_adaptation(bool(self._p["adaptation.enabled"]), startup=True)
 
         self._stop = threading.Event()
@@ -302,16 +298,16 @@ class TrackerNode(Node):
         topic = str(self._p["ros.image_topic"])
         self._image_topic = P.compressed_topic(topic) if self._compressed else topic
         self.create_subscription(CompressedImage if self._compressed else Image, self._image_topic, self._on_image,
-                                 qos, callback_group=self._in_group)
+                                 qos)
         if self._p["ros.camera_info_topic"]:
             # CameraInfo is often latched-ish and reliable; best effort subscribers match both kinds of publisher.
             info_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
             self.create_subscription(CameraInfo, str(self._p["ros.camera_info_topic"]), self._on_camera_info,
-                                     info_qos, callback_group=self._in_group)
+                                     info_qos)
         if self._p["ros.depth_topic"]:
             self.create_subscription(Image, str(self._p["ros.depth_topic"]), self._on_depth,
                                      QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(depth, 4),
-                                                reliability=qos.reliability), callback_group=self._in_group)
+                                                reliability=qos.reliability))
 
     def _make_outputs(self) -> None:
         q = _qos_out()
@@ -691,6 +687,21 @@ class TrackerNode(Node):
         return ok
 
 
+def _stop_with_parent() -> None:
+    """A node started by a test, the demo or ``st4rtrack-eval --live`` gets SIGTERM (our clean stop) when the process
+    (strictly: the thread) that started it dies, even by SIGKILL. Otherwise it stays on its DDS domain and answers the
+    next run's messages: a killed test run once left a node that doubled the next run's outputs. Linux only."""
+    parent = os.environ.get(PARENT_PID_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    if os.getppid() != int(parent):  # it died before the request: stop now
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console script `st4rtrack-node`; ROS arguments after --ros-args.
 
@@ -718,7 +729,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, signal.SIG_DFL)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    executor = MultiThreadedExecutor(num_threads=4)
+    _stop_with_parent()
+    # One thread for every callback. rclpy's MultiThreadedExecutor busy-loops while a callback group is occupied and
+    # messages wait (ros2/rclpy#1223): under a camera flood it held the GIL so much that tracker steps took 1-2 s
+    # instead of 0.1 s and the first burst of test_node_load failed. The callbacks only decode and hand over; the
+    # tracker and adaptation run in their own threads, so nothing here needs a second executor thread.
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         while not stop.is_set() and rclpy.ok():

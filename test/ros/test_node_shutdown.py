@@ -142,3 +142,49 @@ def test_sigterm_and_sigint_stop_within_2_s_and_a_restart_has_no_leftovers(
         assert "adaptation worker stopped cleanly" in log and "non-daemon threads left: none" in log, log[-3000:]
     finally:
         rec.close()
+
+
+_PARENT = """
+import sys
+import time
+from pathlib import Path
+
+from st4rtrack_ros.ros.live_eval import NodeProcess
+
+node = NodeProcess({"model.checkpoint": sys.argv[1], "model.device": "cpu"}, domain_id=int(sys.argv[2]),
+                   log_dir=Path(sys.argv[3]))
+print(node.proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_node_whose_starter_is_killed_stops_cleanly(tmp_path: Path) -> None:
+    """SIGKILL to the process that started the node (no stop() runs): the node gets SIGTERM from the kernel and
+    stops the clean way, instead of staying on its DDS domain for the next run."""
+    import subprocess
+    import sys
+
+    import torch
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(St4RTrackNet(preset("tiny_128")), tmp_path / "tiny.safetensors")
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(ckpt), str(domain_id_for(os.getpid() + 73)),
+                               str(tmp_path / "node")], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    pid = int(parent.stdout.readline())
+    log = tmp_path / "node" / "node.log"
+    end = time.monotonic() + 60.0
+    while "ready:" not in log.read_text() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert "ready:" in log.read_text(), log.read_text()[-3000:]
+    parent.kill()
+    parent.wait(5.0)
+    end = time.monotonic() + 10.0
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < end:
+        time.sleep(0.05)
+    gone = not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    if not gone:
+        os.kill(pid, signal.SIGKILL)
+    text = log.read_text()
+    assert gone, f"the node outlived its starter by 10 s\n{text[-3000:]}"
+    assert "non-daemon threads left: none" in text, text[-3000:]
