@@ -62,8 +62,9 @@ def group_plan(cfg: DataConfig, split: str, g: int) -> tuple[str, int, int, list
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _SPLIT_TAG[split], g]))
     if split == "train":
         preset, seed = cfg.presets[int(rng.integers(len(cfg.presets)))], TRAIN_SEED_BASE + g
-    else:  # validation: every preset equally often, seeds below TRAIN_SEED_BASE
-        preset, seed = cfg.presets[g % len(cfg.presets)], g
+    else:  # validation: every preset equally often (a repeat only oversamples training), seeds below TRAIN_SEED_BASE
+        unique = tuple(dict.fromkeys(cfg.presets))
+        preset, seed = unique[g % len(unique)], g
     if seed >= TRAIN_SEED_BASE and split == "val":
         raise ValueError(f"validation group {g} would use a training seed")
     anchor = int(rng.integers(0, cfg.seq_len - cfg.max_gap))

@@ -46,6 +46,10 @@ def test_groups_have_exact_labels_and_disjoint_seeds():
     assert all(group_plan(DATA, "train", g)[1] >= TRAIN_SEED_BASE for g in range(50))
     assert {group_plan(DATA, "val", g)[1] for g in range(8)} == set(range(8))
     assert {group_plan(DATA, "val", g)[0] for g in range(4)} == set(DATA.presets)
+    weighted = dataclasses.replace(DATA, presets=("easy", "fast", "fast"))  # a repeat oversamples training only
+    drawn = [group_plan(weighted, "train", g)[0] for g in range(300)]
+    assert 0.55 < drawn.count("fast") / len(drawn) < 0.78
+    assert [group_plan(weighted, "val", g)[0] for g in range(4)] == ["easy", "fast", "easy", "fast"]
     batch = collate_groups([item, item])
     assert batch["img1"].shape == (4, 3, 48, 64) and batch["track_pts"].shape == (4, 48, 64, 3)
     assert -1.0 <= float(batch["img2"].min()) and float(batch["img2"].max()) <= 1.0
