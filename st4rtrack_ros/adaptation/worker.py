@@ -193,6 +193,7 @@ class AdaptationWorker:
         for module in self.shadow.modules():
             module.register_forward_pre_hook(self._check_stop)
         self._initial = [q.detach().clone() for _, q in self._pairs]
+        self._val_labels: dict[int, tuple[WindowSnapshot, PseudoLabels]] = {}  # validation_loss's, by snapshot
         # the radius of each tensor's max_drift ball around its initial weights (empty: no bound)
         self._radii = [config.max_drift * float(t.float().norm()) for t in self._initial] if config.max_drift else []
         #: Frames per snapshot now: config.window_frames, halved after each out-of-memory round (the tracker reads it).
@@ -301,14 +302,22 @@ class AdaptationWorker:
     def validation_loss(self, snapshots: Sequence[WindowSnapshot]) -> float:
         """This worker's loss of the inference weights on whole snapshots (e.g. other bags of a domain), averaged.
 
+        The labels of a fixed validation set do not change between rounds (KLT tracks, depth, the base weights'
+        head 1; the study's label noise is drawn once), so each snapshot's are made once and kept while later calls
+        pass the same snapshot object.
         Not thread-safe against a running round (it uses the shadow): offline use (st4rtrack-adapt) only.
         """
         for p, q in self._pairs:
             p.copy_(q.float())
+        kept, self._val_labels = self._val_labels, {}
         losses = []
         for snap in snapshots:
             frames = list(range(len(snap.images)))
-            losses.append(float(self._loss(snap, frames, self._labels(snap, frames))))
+            hit = kept.get(id(snap))
+            if hit is None or hit[0] is not snap:  # a new object (an id can be reused after the old one died)
+                hit = (snap, self._labels(snap, frames))
+            self._val_labels[id(snap)] = hit
+            losses.append(float(self._loss(snap, frames, hit[1])))
         finite = [v for v in losses if math.isfinite(v)]
         return sum(finite) / len(finite) if finite else math.nan
 

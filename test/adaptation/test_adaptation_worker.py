@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -147,6 +148,24 @@ def test_motion_label_is_head1_of_the_initial_weights_after_rounds_changed_them(
     assert torch.allclose(label, want, atol=1e-5) and not torch.allclose(now, want, atol=1e-3)
     off = AdaptationWorker(_net(), AdaptationConfig(enabled=True, loss={"w_traj": 0.0}))
     assert off._labels(snap, frames_idx).base_track_pts is None
+
+
+def test_validation_labels_are_made_once_per_snapshot_and_give_the_same_loss(frames, monkeypatch):
+    """st4rtrack-adapt validates every round on the same snapshots: their labels (KLT, the base head 1) are made
+    once; a new snapshot object gets its own; only the current set is kept."""
+    cfg = AdaptationConfig(enabled=True, loss={"w_motion": 1.0})
+    w = AdaptationWorker(_net(), cfg)
+    a, b = _snapshot(frames), _snapshot(frames, (1, 3, 5, 7, 9, 11))
+    calls: list[WindowSnapshot] = []
+    real = w._labels
+    monkeypatch.setattr(w, "_labels", lambda s, f: calls.append(s) or real(s, f))
+    first = w.validation_loss([a, b])
+    assert math.isfinite(first) and calls == [a, b]
+    assert w.validation_loss([a, b]) == first and len(calls) == 2
+    assert math.isclose(AdaptationWorker(_net(), cfg).validation_loss([a, b]), first, rel_tol=1e-6)  # uncached
+    c = _snapshot(frames)  # same content, another object
+    w.validation_loss([a, c])
+    assert len(calls) == 3 and calls[-1] is c and set(w._val_labels) == {id(a), id(c)}
 
 
 def test_nan_rolls_back_and_repeated_failures_restore_initial_weights(frames, monkeypatch):
