@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Average the weights of checkpoints of one architecture (a "model soup"): two fine-tunes of one parent often
+"""Average the weights of checkpoints of one architecture (a "model soup"): a model and its own fine-tune often
 average into a model that keeps what each learned. Used for the stage-3/stage-4 soup of docs/default_model.md.
 
   .venv/bin/python benchmarks/average_checkpoints.py st4rtrack_ros/weights/default.safetensors \
