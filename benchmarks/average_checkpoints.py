@@ -19,6 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from st4rtrack_ros.model.checkpoint import load_checkpoint, save_checkpoint
 
 
+def _config_key(net: torch.nn.Module) -> str:
+    """The model config as a comparable string: only checkpoints of one architecture can be averaged."""
+    return repr(sorted(net.config.to_dict().items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoints", type=Path, nargs="+")
@@ -30,7 +35,7 @@ def main() -> None:
     if len(weights) != len(args.checkpoints):
         ap.error("give one --weights value per checkpoint")
     nets = [load_checkpoint(p, device="cpu") for p in args.checkpoints]
-    if len({json_config(n) for n in nets}) != 1:
+    if len({_config_key(n) for n in nets}) != 1:
         ap.error("the checkpoints have different model configs")
     total = sum(weights)
     out = nets[0]
@@ -42,10 +47,6 @@ def main() -> None:
     meta = {"averaged_from": ", ".join(f"{w / total:g} × {p}" for w, p in zip(weights, args.checkpoints, strict=True))}
     path = save_checkpoint(out, args.out, meta, dtype=torch.float16 if args.export_dtype == "fp16" else None)
     print(f"wrote {path}")
-
-
-def json_config(net: torch.nn.Module) -> str:
-    return repr(sorted(net.config.to_dict().items()))
 
 
 if __name__ == "__main__":

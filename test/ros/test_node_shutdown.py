@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -161,9 +163,6 @@ time.sleep(600)
 def test_a_node_whose_starter_is_killed_stops_cleanly(tmp_path: Path) -> None:
     """SIGKILL to the process that started the node (no stop() runs): the node gets SIGTERM from the kernel and
     stops the clean way, instead of staying on its DDS domain for the next run."""
-    import subprocess
-    import sys
-
     import torch
 
     torch.manual_seed(0)
