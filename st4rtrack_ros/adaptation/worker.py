@@ -53,7 +53,7 @@ from st4rtrack_ros.adaptation.pseudo_labels import (
     klt_tracks,
 )
 from st4rtrack_ros.geometry.pose import PoseConfig
-from st4rtrack_ros.model.network import St4RTrackNet
+from st4rtrack_ros.model.network import PARAM_SETS, St4RTrackNet
 from st4rtrack_ros.settings import check_keys
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 #: Where online adaptation departs from LossConfig's defaults (why: docs/adaptation.md); ``adaptation.loss`` keys
 #: override these, key by key.
 ADAPTATION_LOSS_DEFAULTS: dict[str, Any] = {"sigma2_detach": True}
-PARAM_SETS = ("track_head", "heads", "heads+last_decoder", "decoders+heads")
 
 
 @dataclass
@@ -74,7 +73,7 @@ class AdaptationConfig:
     holdout_frames: int = 2  # of those, kept out of the steps and used to validate
     steps: int = 4  # optimiser steps per round
     lr: float = 1e-5
-    params: str = "heads"  # trainable subset: track_head | heads | heads+last_decoder | decoders+heads
+    params: str = "heads"  # trainable subset, one of model.network.PARAM_SETS (track_head … all)
     min_improvement: float = 0.0  # accept when held-out loss < before · (1 − this)
     max_round_s: float = 60.0  # wall-time budget per round (steps stop early)
     duty_cycle: float = 0.5  # fraction of wall time spent computing (CPU: leave cores to inference)
@@ -156,16 +155,8 @@ class RoundResult:
 
 
 def trainable_names(net: St4RTrackNet, params: str) -> list[str]:
-    """Parameter names of a subset (alias keys resolved: each tensor once)."""
-    last = net.config.dec_depth - 1
-    prefixes = ["downstream_head1.", "downstream_head2."]
-    if params == "track_head":  # head 1 only: without depth labels head 2 (and so the poses) stays as trained
-        prefixes = ["downstream_head1."]
-    elif params == "heads+last_decoder":
-        prefixes += [f"dec_blocks.{last}.", f"dec_blocks2.{last}.", "dec_norm."]
-    elif params == "decoders+heads":
-        prefixes += ["decoder_embed.", "dec_blocks.", "dec_blocks2.", "dec_norm."]
-    return [n for n, _ in net.named_parameters() if n.startswith(tuple(prefixes))]
+    """Parameter names of an ``adaptation.params`` subset (the network defines the subsets)."""
+    return net.subset_names(params)
 
 
 class AdaptationWorker:

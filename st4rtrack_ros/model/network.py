@@ -19,6 +19,9 @@ from .dpt import DPTHead
 from .rope import rope_tables
 from .uncertainty import sigma2_from_conf
 
+#: Named trainable subsets (``St4RTrackNet.subset_names``), from the smallest to the whole network.
+PARAM_SETS = ("track_head", "recon_head", "heads", "heads+last_decoder", "decoders+heads", "all")
+
 
 @dataclass
 class PairOutput:
@@ -158,6 +161,28 @@ class St4RTrackNet(nn.Module):
         b = img1.shape[0]
         tokens = self.encode(torch.cat((img1, img2), dim=0))
         return self.forward_tokens(tokens[:b], tokens[b:], self.grid_hw(img1))
+
+    def subset_names(self, subset: str) -> list[str]:
+        """Names of the parameters of a trainable subset (one of ``PARAM_SETS``; alias keys resolved: each once).
+
+        One definition for training (``--train-params``) and adaptation (``adaptation.params``), so that a subset
+        means the same tensors in both. ``recon_head`` leaves every input of head 1 untouched: with it, training or
+        adapting cannot change the tracking pointmaps.
+        """
+        if subset not in PARAM_SETS:
+            raise ValueError(f"parameter subset must be one of {PARAM_SETS}, got {subset!r}")
+        last = self.config.dec_depth - 1
+        decoders = ["decoder_embed.", "dec_blocks.", "dec_blocks2.", "dec_norm."]
+        prefixes = {
+            "track_head": ["downstream_head1."],
+            "recon_head": ["downstream_head2."],
+            "heads": ["downstream_head1.", "downstream_head2."],
+            "heads+last_decoder": ["downstream_head1.", "downstream_head2.", f"dec_blocks.{last}.",
+                                   f"dec_blocks2.{last}.", "dec_norm."],
+            "decoders+heads": ["downstream_head1.", "downstream_head2.", *decoders],
+        }.get(subset)
+        names = [n for n, _ in self.named_parameters()]
+        return names if prefixes is None else [n for n in names if n.startswith(tuple(prefixes))]
 
     def trainable_groups(self) -> dict[str, list[nn.Parameter]]:
         """Named parameter groups for adaptation subsets (encoder is frozen in official training)."""

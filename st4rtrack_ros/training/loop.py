@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from st4rtrack_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from st4rtrack_ros.model.config import preset as model_preset
-from st4rtrack_ros.model.network import St4RTrackNet
+from st4rtrack_ros.model.network import PARAM_SETS, St4RTrackNet
 from st4rtrack_ros.training.data import DataConfig, PairGroups, collate_groups, worker_init
 from st4rtrack_ros.training.losses import LossConfig, supervised_loss
 
@@ -60,6 +60,9 @@ class TrainConfig:
     budget_schedule: bool = False  # cosine follows max(step, time) progress (wall-clock dependent: no exact resume)
     amp: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU) | "bf16" | "none"
     freeze_encoder: bool = False
+    # The subset of parameters trained (model.network.PARAM_SETS); "recon_head" trains head 2 alone, which cannot
+    # change the tracking pointmaps (head 1 and everything it reads stay as loaded).
+    train_params: str = "all"
     init: str | None = None  # checkpoint to start from (any format load_checkpoint reads)
     # > 0: cycle over a finite pool of this many training groups instead of fresh ones. 1 = a fixed-batch overfitting
     # check; thousands + data.cache_dir = rendered once, then re-read (the GPU is ~3× faster than fresh rendering).
@@ -78,6 +81,8 @@ class TrainConfig:
             raise ValueError(f"export_dtype must be one of {sorted(_DTYPES)}")
         if self.amp not in ("auto", "bf16", "none"):
             raise ValueError("amp must be 'auto', 'bf16' or 'none'")
+        if self.train_params not in PARAM_SETS:
+            raise ValueError(f"train_params must be one of {PARAM_SETS}, got {self.train_params!r}")
 
     @property
     def groups_per_batch(self) -> int:
@@ -199,6 +204,11 @@ class Trainer:
         if cfg.freeze_encoder:
             for p in self.net.trainable_groups()["encoder"]:
                 p.requires_grad_(False)
+        if cfg.train_params != "all":
+            keep = set(self.net.subset_names(cfg.train_params))
+            for name, p in self.net.named_parameters():
+                if name not in keep:
+                    p.requires_grad_(False)
         params = [p for p in self.net.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]  # norms, biases, tokens: no weight decay

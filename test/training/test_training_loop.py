@@ -12,7 +12,9 @@ import torch
 
 from st4rtrack_ros.data.sequence import make_sequence
 from st4rtrack_ros.data.targets import pair_targets
-from st4rtrack_ros.model.checkpoint import load_checkpoint
+from st4rtrack_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from st4rtrack_ros.model.config import preset as model_preset
+from st4rtrack_ros.model.network import St4RTrackNet
 from st4rtrack_ros.training import cli
 from st4rtrack_ros.training.data import TRAIN_SEED_BASE, DataConfig, PairGroups, collate_groups, group_plan
 from st4rtrack_ros.training.loop import TrainConfig, lr_at, train
@@ -133,3 +135,24 @@ def test_disk_cache_and_workers_give_the_same_batches(tmp_path):
     for x, y in zip(b0, b1, strict=True):
         for k in x:
             torch.testing.assert_close(x[k], y[k])
+
+
+def test_training_the_reconstruction_head_alone_leaves_tracking_bit_identical(tmp_path):
+    """``train_params="recon_head"``: only head 2 moves, so the tracking pointmaps cannot change (the point of a
+    depth-only stage), while the reconstruction does."""
+    torch.manual_seed(0)
+    init = St4RTrackNet(model_preset("tiny_128").with_image_size(64, 48))
+    save_checkpoint(init, tmp_path / "init.safetensors")
+    cfg = dataclasses.replace(BASE, steps=3, lr=1e-2, train_params="recon_head",
+                              init=str(tmp_path / "init.safetensors"))
+    res = train(cfg, tmp_path / "run")
+    before, after = init.state_dict(), res.net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("downstream_head2.") for k in changed), sorted(changed)[:5]
+    img1, img2 = torch.rand(1, 3, 48, 64) * 2 - 1, torch.rand(1, 3, 48, 64) * 2 - 1
+    with torch.no_grad():
+        a, b = init.eval()(img1, img2), res.net.eval()(img1, img2)
+    assert torch.equal(a.track_pts, b.track_pts) and torch.equal(a.track_conf, b.track_conf)
+    assert not torch.equal(a.recon_pts, b.recon_pts)
+    with pytest.raises(ValueError, match="train_params"):
+        dataclasses.replace(BASE, train_params="encoder_only")
