@@ -2,13 +2,13 @@
 """Soak test: replay a synthetic bag in a loop through the tracker node for many frames; resources must stay flat.
 
 The node (:class:`~st4rtrack_ros.ros.node.TrackerNode`, built from a checkpoint exactly as ``st4rtrack-node`` builds
-it, background adaptation on by default) runs in this process in its own rclpy context on a multi-threaded
-executor, so this process's RSS, Python object count (``len(gc.get_objects())``) and thread count are the node's. A
-driver node in a second context publishes the bag's camera topics over DDS (raw CDR) closed-loop — the next frame
-goes out as soon as the node's ``~/status`` for the previous one arrives, i.e. at the fastest rate the CPU allows,
-nothing dropped in the one-frame slot — and subscribes to every output (so points, markers, map and path are built,
-as with RViz attached) without keeping them. Every pass of the bag goes back in time, so the tracker resets once per
-pass (expected, counted).
+it, background adaptation on by default) runs in this process in its own rclpy context, spun by the executor that
+``st4rtrack-node`` uses (``ros.node.node_executor``), so this process's RSS, Python object count
+(``len(gc.get_objects())``) and thread count are the node's. A driver node in a second context publishes the bag's
+camera topics over DDS (raw CDR) closed-loop — the next frame goes out as soon as the node's ``~/status`` for the
+previous one arrives, i.e. at the fastest rate the CPU allows, nothing dropped in the one-frame slot — and
+subscribes to every output (so points, markers, map and path are built, as with RViz attached) without keeping them.
+Every pass of the bag goes back in time, so the tracker resets once per pass (expected, counted).
 
 Why: a leak in any per-frame path (tracker, map, conversions, publishers, adaptation rounds, logging) shows as a
 slope over thousands of frames, not in a unit test. Samples are taken every ``--every`` frames; the check compares
@@ -206,14 +206,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import rclpy
     import torch
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
     from st4rtrack_ros.model.checkpoint import save_checkpoint
     from st4rtrack_ros.model.config import preset
     from st4rtrack_ros.model.network import St4RTrackNet
     from st4rtrack_ros.ros.env import domain_id_for
-    from st4rtrack_ros.ros.node import TrackerNode
+    from st4rtrack_ros.ros.node import TrackerNode, node_executor
 
     tmp = tempfile.TemporaryDirectory(prefix="st4r_soak_")
     tmpdir = Path(tmp.name)
@@ -239,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         name, _, value = kv.partition("=")
         overrides.append(Parameter(name, value=yaml.safe_load(value)))
     node = TrackerNode(context=ctx, parameter_overrides=overrides)
-    executor = MultiThreadedExecutor(num_threads=4, context=ctx)
-    executor.add_node(node)
+    executor = node_executor(node, ctx)  # spun as st4rtrack-node spins it
     spin_stop = threading.Event()
 
     def spin() -> None:

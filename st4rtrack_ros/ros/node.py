@@ -702,6 +702,19 @@ def _stop_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+
+def node_executor(node: TrackerNode, context: rclpy.context.Context | None = None) -> SingleThreadedExecutor:
+    """The executor the node is spun on, here and by benchmarks/soak.py (which must measure the node as it runs).
+
+    One thread for every callback. rclpy's MultiThreadedExecutor busy-loops while a callback group is occupied and
+    messages wait (ros2/rclpy#1223): under a camera flood it held the GIL so much that tracker steps took 1-2 s
+    instead of 0.1 s and the first burst of test_node_load failed. The callbacks only decode and hand over; the
+    tracker and adaptation run in their own threads, so nothing here needs a second executor thread.
+    """
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    return executor
+
 def main(argv: list[str] | None = None) -> int:
     """Console script `st4rtrack-node`; ROS arguments after --ros-args.
 
@@ -730,12 +743,7 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     _stop_with_parent()
-    # One thread for every callback. rclpy's MultiThreadedExecutor busy-loops while a callback group is occupied and
-    # messages wait (ros2/rclpy#1223): under a camera flood it held the GIL so much that tracker steps took 1-2 s
-    # instead of 0.1 s and the first burst of test_node_load failed. The callbacks only decode and hand over; the
-    # tracker and adaptation run in their own threads, so nothing here needs a second executor thread.
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
+    executor = node_executor(node)
     try:
         while not stop.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)  # returns at least every 0.1 s, so a signal is seen promptly
