@@ -702,7 +702,6 @@ def _stop_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-
 def node_executor(node: TrackerNode, context: rclpy.context.Context | None = None) -> SingleThreadedExecutor:
     """The executor the node is spun on, here and by benchmarks/soak.py (which must measure the node as it runs).
 
@@ -714,6 +713,7 @@ def node_executor(node: TrackerNode, context: rclpy.context.Context | None = Non
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     return executor
+
 
 def main(argv: list[str] | None = None) -> int:
     """Console script `st4rtrack-node`; ROS arguments after --ros-args.
