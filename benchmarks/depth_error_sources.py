@@ -30,17 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from st4rtrack_ros.data.bag_io import read_frames
 from st4rtrack_ros.evaluation.metrics import depth_frame_scores
 from st4rtrack_ros.geometry.occlusion import recon_depth
-from st4rtrack_ros.geometry.pose import estimate_poses
+from st4rtrack_ros.geometry.pose import estimate_poses, rotation_angle_deg
 from st4rtrack_ros.model.checkpoint import load_checkpoint
 from st4rtrack_ros.model.network import St4RTrackNet
 from st4rtrack_ros.model.preprocess import fit_depth, fit_image, plan_mapping, to_tensor
 
 KEYS = ("pnp", "gt_rot", "self", "constant", "rot_err_deg")
-
-
-def rotation_error_deg(r_a: np.ndarray, r_b: np.ndarray) -> float:
-    cos = (np.trace(r_a.T @ r_b) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
 @torch.no_grad()
@@ -58,15 +53,15 @@ def sources(net: St4RTrackNet, bag: Path, frames: int, every: int) -> dict[str, 
         pair, own = net(anchor, img), net(img, img)
         pose = torch.eye(4)[None] if fr.index == first.index else estimate_poses(
             pair.recon_pts, pair.recon_conf, k).t_world_cam.float()
-        rel = np.linalg.inv(first.gt_pose) @ fr.gt_pose  # anchor camera ← camera j
+        rel = torch.as_tensor(np.linalg.inv(first.gt_pose) @ fr.gt_pose, dtype=torch.float32)  # anchor ← camera j
         true_rot = pose.clone()
-        true_rot[0, :3, :3] = torch.as_tensor(rel[:3, :3], dtype=torch.float32)
+        true_rot[0, :3, :3] = rel[:3, :3]
         rows["frame"].append(fr.index)
         rows["pnp"].append(depth_frame_scores(recon_depth(pair.recon_pts, pose)[0].numpy(), gt)[0])
         rows["gt_rot"].append(depth_frame_scores(recon_depth(pair.recon_pts, true_rot)[0].numpy(), gt)[0])
         rows["self"].append(depth_frame_scores(own.recon_pts[0, ..., 2].numpy(), gt)[0])
         rows["constant"].append(depth_frame_scores(np.ones_like(gt), gt)[0])
-        rows["rot_err_deg"].append(rotation_error_deg(rel[:3, :3], pose[0, :3, :3].double().numpy()))
+        rows["rot_err_deg"].append(float(rotation_angle_deg(rel[:3, :3], pose[0, :3, :3])))
     return rows
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from st4rtrack_ros.model.network import PARAM_SETS
 from st4rtrack_ros.training.loop import TrainConfig, train
 
 # flag → (section, field, type, help); section "" = TrainConfig itself
@@ -40,8 +41,7 @@ _FLAGS: dict[str, tuple[str, str, Any, str]] = {
                       "cycle over a pool of N training sequences (1: overfit check; with --cache-dir: render once)"),
     "--export-dtype": ("", "export_dtype", str, "fp32 | fp16 | bf16 for the final model.safetensors"),
     "--max-shard-mib": ("", "max_shard_mib", float, "split the export into shards of at most this many MiB"),
-    "--train-params": ("", "train_params", str,
-                       "trained subset: all | decoders+heads | heads+last_decoder | heads | recon_head | track_head"),
+    "--train-params": ("", "train_params", str, "trained subset: " + " | ".join(reversed(PARAM_SETS))),
     "--device": ("", "device", str, "auto | cpu | cuda | cuda:N"),
     "--pairs-per-seq": ("data", "pairs_per_seq", int, "pairs drawn from each rendered sequence"),
     "--seq-len": ("data", "seq_len", int, "frames per generated sequence"),
