@@ -18,7 +18,6 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
         # ros2 run/launch find executables in lib/<package>/ (console scripts land in bin/).
-        (f"lib/{PACKAGE}", ["scripts/st4rtrack-node"]),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

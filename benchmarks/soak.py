@@ -96,9 +96,9 @@ def make_driver(rclpy: Any, domain: int, image_type: type, with_info: bool, outp
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, PointCloud2
-    from st4rtrack_msgs.msg import Track3DArray, TrackerStatus
     from visualization_msgs.msg import MarkerArray
 
+    from st4rtrack_ros.msg import Track3DArray, TrackerStatus
     from st4rtrack_ros.ros.conversions import ns_from_stamp
 
     ctx = rclpy.Context()

@@ -106,9 +106,9 @@ class Inbox:
 #: output topic (relative to the node namespace) → message type name.
 OUTPUTS = {
     "points": "sensor_msgs/msg/PointCloud2", "map": "sensor_msgs/msg/PointCloud2",
-    "tracks": "st4rtrack_msgs/msg/Track3DArray", "track_markers": "visualization_msgs/msg/MarkerArray",
+    "tracks": "st4rtrack_ros/msg/Track3DArray", "track_markers": "visualization_msgs/msg/MarkerArray",
     "camera_pose": "geometry_msgs/msg/PoseStamped", "path": "nav_msgs/msg/Path",
-    "status": "st4rtrack_msgs/msg/TrackerStatus",
+    "status": "st4rtrack_ros/msg/TrackerStatus",
 }
 
 

@@ -58,7 +58,7 @@ from st4rtrack_ros.ros.faults import FaultLog
 from st4rtrack_ros.tracking.types import MIN_SIDE, BadInput, FrameDropped
 
 try:  # built from msg/ by scripts/setup_env.sh or colcon
-    from st4rtrack_msgs.msg import Track3D, Track3DArray, TrackerStatus
+    from st4rtrack_ros.msg import Track3D, Track3DArray, TrackerStatus
 except ImportError:  # pragma: no cover - reported at start-up
     Track3D = Track3DArray = TrackerStatus = None  # type: ignore[assignment,misc]
 
@@ -183,7 +183,7 @@ class TrackerNode(Node):
         """Declare parameters from config/tracker.yaml, build the tracker (unless given), create the interface."""
         super().__init__(NODE_NAME, **kwargs)
         if Track3DArray is None:
-            raise NodeStartError("st4rtrack_msgs is not importable: run scripts/setup_env.sh (step 'messages') or "
+            raise NodeStartError("st4rtrack_ros.msg is not importable: run scripts/setup_env.sh (step 'messages') or "
                                  "`colcon build` the msg/ package")
         self._defaults = P.defaults()
         for name, default in self._defaults.items():

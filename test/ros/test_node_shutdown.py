@@ -19,7 +19,7 @@ import pytest
 rclpy = pytest.importorskip(
     "rclpy", reason="rclpy cannot be imported: the ROS 2 wheels are missing (run scripts/setup_env.sh)"
 )
-pytest.importorskip("st4rtrack_msgs", reason="st4rtrack_msgs is not built (scripts/setup_env.sh step 'messages')")
+pytest.importorskip("st4rtrack_ros.msg", reason="the messages are not built (scripts/setup_env.sh step 'messages')")
 
 from ros_test_helpers import rgb8_image  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("rclpy", reason="rclpy cannot be imported: the ROS 2 wheels are missing (run scripts/setup_env.sh)")
-pytest.importorskip("st4rtrack_msgs", reason="st4rtrack_msgs is not built (scripts/setup_env.sh step 'messages')")
+pytest.importorskip("st4rtrack_ros.msg", reason="the messages are not built (scripts/setup_env.sh step 'messages')")
 
 from st4rtrack_ros.ros.env import domain_id_for, ros_env
 
