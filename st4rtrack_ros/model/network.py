@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .blocks import DecoderBlock, EncoderBlock
 from .config import ModelConfig
@@ -86,6 +87,16 @@ class St4RTrackNet(nn.Module):
         )
         self.downstream_head1 = DPTHead(c.dpt_hooks, **head_kw)
         self.downstream_head2 = DPTHead(c.dpt_hooks, **head_kw)
+        # Activation checkpointing of the transformer blocks (set by training, e.g. for vitl_512): in training mode
+        # with gradients on, each block's activations are recomputed in the backward pass instead of being kept.
+        # Not a weight or config entry: checkpoints and inference are unaffected.
+        self.grad_checkpoint = False
+
+    def _block(self, blk: nn.Module, *args: object) -> torch.Tensor:
+        """One encoder/decoder block; checkpointed only when ``grad_checkpoint`` is set and a graph is recorded."""
+        if self.grad_checkpoint and self.training and torch.is_grad_enabled():
+            return checkpoint(blk, *args, use_reentrant=False)
+        return blk(*args)
 
     # -- pieces, used separately by the streaming engine -------------------------------------------------------
 
@@ -100,7 +111,7 @@ class St4RTrackNet(nn.Module):
                            img.device, _compute_dtype(img.device, self.patch_embed.proj.weight))
         x = self.patch_embed(img)
         for blk in self.enc_blocks:
-            x = blk(x, rope)
+            x = self._block(blk, x, rope)
         return self.enc_norm(x)
 
     def decode(
@@ -122,7 +133,7 @@ class St4RTrackNet(nn.Module):
         side = side_stream if tok1.is_cuda else None
         for blk1, blk2 in zip(self.dec_blocks, self.dec_blocks2, strict=True):
             if side is None:
-                x1, x2 = blk1(x1, x2, rope), blk2(x2, x1, rope)
+                x1, x2 = self._block(blk1, x1, x2, rope), self._block(blk2, x2, x1, rope)
             else:  # the branches are independent within a layer: run branch 2 concurrently on a side stream
                 main = torch.cuda.current_stream(tok1.device)
                 side.wait_stream(main)

@@ -2,6 +2,9 @@
 
 Every flag defaults to the dataclass default; with ``--resume`` the run directory's saved configuration is used and
 only the flags given on the command line replace it (e.g. a new ``--time-budget-s`` or ``--num-workers``).
+
+Data parallel: ``torchrun --nproc_per_node N -m st4rtrack_ros.training.cli ...`` (``--batch-size`` is the global
+batch; rank 0 writes the run directory; ``training.loop`` and ``training.distributed``).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,13 +20,15 @@ from typing import Any
 import torch
 
 from st4rtrack_ros.model.network import PARAM_SETS
+from st4rtrack_ros.training import distributed
 from st4rtrack_ros.training.loop import TrainConfig, train
 
 # flag → (section, field, type, help); section "" = TrainConfig itself
 _FLAGS: dict[str, tuple[str, str, Any, str]] = {
     "--preset": ("", "model_preset", str, "model preset (small_256, tiny_128, vitl_512)"),
     "--steps": ("", "steps", int, "LR-schedule length and number of steps"),
-    "--batch-size": ("", "batch_size", int, "pairs per step (multiple of --pairs-per-seq)"),
+    "--batch-size": ("", "batch_size", int,
+                     "pairs per optimizer step over all ranks (multiple of ranks × --pairs-per-seq)"),
     "--lr": ("", "lr", float, "peak learning rate"),
     "--min-lr-ratio": ("", "min_lr_ratio", float, "final LR as a fraction of --lr"),
     "--warmup-steps": ("", "warmup_steps", int, "linear warm-up steps"),
@@ -35,7 +41,7 @@ _FLAGS: dict[str, tuple[str, str, Any, str]] = {
     "--ckpt-every": ("", "ckpt_every", int, "write the resumable checkpoint every K steps"),
     "--log-every": ("", "log_every", int, "progress line every K steps"),
     "--time-budget-s": ("", "time_budget_s", float, "stop cleanly (checkpoint + export) after this wall time"),
-    "--amp": ("", "amp", str, "auto | bf16 | none"),
+    "--amp": ("", "amp", str, "auto (bf16 on CUDA) | bf16 (also CPU; pays off with AVX-512 BF16/AMX) | none"),
     "--init": ("", "init", str, "start from these weights (.safetensors, HF folder or official .pth)"),
     "--pool-groups": ("", "pool_groups", int,
                       "cycle over a pool of N training sequences (1: overfit check; with --cache-dir: render once)"),
@@ -66,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one normalisation scale per group of pairs sharing an anchor (pairs must agree on scale)")
     p.add_argument("--no-dynamic-reweight", action="store_true", help="plain confidence weighting on moving pixels")
     p.add_argument("--freeze-encoder", action="store_true", help="train decoders and heads only")
+    p.add_argument("--grad-checkpoint", action="store_true",
+                   help="activation checkpointing of the transformer blocks (less memory, ~1/3 more compute)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads in the main process (1 is fastest on a busy 2-core CPU)")
     p.add_argument("--budget-schedule", action="store_true",
@@ -89,6 +97,8 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
         d["loss"]["shared_scale"] = True
     if args.freeze_encoder:
         d["freeze_encoder"] = True
+    if args.grad_checkpoint:
+        d["grad_checkpoint"] = True
     if args.budget_schedule:
         d["budget_schedule"] = True
     if base is None:  # pairs are rendered at the model's resolution
@@ -117,10 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as e:
         print(f"st4rtrack-train: invalid configuration: {e}", file=sys.stderr)
         return 2
-    print(f"config: {json.dumps(cfg.to_dict())}", file=sys.stderr)
-    res = train(cfg, out, resume=base is not None)
-    print(json.dumps({"step": res.step, "stopped_by_budget": res.stopped_by_budget,
-                      "checkpoint": str(res.checkpoint), "export": str(res.export), "val": res.last_val}))
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: rank 0 speaks for the job
+        print(f"config: {json.dumps(cfg.to_dict())}", file=sys.stderr)
+    try:
+        res = train(cfg, out, resume=base is not None)
+    finally:
+        distributed.teardown()
+    if res.is_main:
+        print(json.dumps({"step": res.step, "stopped_by_budget": res.stopped_by_budget,
+                          "checkpoint": str(res.checkpoint), "export": str(res.export), "val": res.last_val}))
     return 0
 
 

@@ -13,6 +13,7 @@ casting every ray a second time (a test checks the equality).
 
 from __future__ import annotations
 
+import os
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -168,8 +169,8 @@ class PairGroups(Dataset):
             item = render_group(self.cfg, self.split, g)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                info = torch.utils.data.get_worker_info()
-                tmp = path.with_suffix(f".tmp{info.id if info else 0}.npz")  # atomic publish: write, then rename
+                # atomic publish: write, then rename; the pid keeps workers and torchrun ranks off each other's file
+                tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
                 np.savez(tmp, **item)
                 tmp.replace(path)
         if len(self._mem) < self.memory_cache:

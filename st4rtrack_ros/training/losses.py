@@ -21,6 +21,10 @@ one s_gt and one s_pred (their means). Per-pair normalisation leaves each pair's
 tracker puts every pair (anchor, j) of a window into one world: measured, head 1's scale then drifts with the gap
 (docs/default_model.md). Sharing the scale makes a disagreement between a group's pairs an error. Validation
 metrics stay per pair, comparable across runs.
+
+Data parallel (``reduce``): the batch-level statistics — each mean's pixel count and the static-confidence maximum
+of the moving-pixel weight — are taken over the *global* batch of all ranks (:class:`BatchReduce`), so each rank's
+loss is its share of the global-batch loss, and DDP's gradient average equals the single-process gradient.
 """
 
 from __future__ import annotations
@@ -42,9 +46,26 @@ class LossConfig:
     shared_scale: bool = False  # one scale per group of pairs sharing an anchor (see the module docstring)
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+class BatchReduce:
+    """Batch-level statistics of one process: the identity. ``training.distributed.RankReduce`` takes them over the
+    ranks of a data-parallel job."""
+
+    def denominator(self, count: torch.Tensor) -> torch.Tensor:
+        """() pixels a mean covers on this rank → its divisor: max(count over all ranks, 1) / number of ranks, so
+        that the ranks' losses average to the global-batch mean."""
+        return count.clamp_min(1.0)
+
+    def max(self, x: torch.Tensor) -> torch.Tensor:
+        """(K,) → the element-wise maximum over ranks."""
+        return x
+
+
+LOCAL = BatchReduce()
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor, reduce: BatchReduce = LOCAL) -> torch.Tensor:
     m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp_min(1.0)
+    return (x * m).sum() / reduce.denominator(m.sum())
 
 
 def pair_scale(pts: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -55,18 +76,21 @@ def pair_scale(pts: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 def confidence_loss(err: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor, dynamic: torch.Tensor,
-                    cfg: LossConfig) -> torch.Tensor:
+                    cfg: LossConfig, reduce: BatchReduce = LOCAL) -> torch.Tensor:
     """C of one head (see the module docstring); all inputs (B, H, W)."""
     static = valid & ~dynamic
     moving = valid & dynamic
     per_pixel = conf * err - cfg.alpha * torch.log(conf)
     if cfg.dynamic_reweight:  # written without host syncs (no .any() branches): conf > 1, so 0 is a safe filler
         zero = conf.new_zeros(())
-        ref = torch.where(static.any(), torch.where(static, conf, zero).amax(), torch.where(valid, conf, zero).amax())
-        w = (cfg.dyn_factor * ref).detach()
+        c = conf.detach()
+        m_static, m_valid = reduce.max(torch.stack((torch.where(static, c, zero).amax(),
+                                                    torch.where(valid, c, zero).amax()))).unbind(0)
+        ref = torch.where(m_static > 0, m_static, m_valid)  # 0 = no static pixel in the (global) batch
+        w = cfg.dyn_factor * ref
         dyn_pixel = w * err + conf * err.detach() - cfg.alpha * torch.log(conf)
         per_pixel = torch.where(moving, dyn_pixel, per_pixel)
-    return _masked_mean(per_pixel, valid)
+    return _masked_mean(per_pixel, valid, reduce)
 
 
 def group_mean(s: torch.Tensor, group: int) -> torch.Tensor:
@@ -79,9 +103,10 @@ def group_mean(s: torch.Tensor, group: int) -> torch.Tensor:
 
 
 def supervised_loss(out: PairOutput, batch: dict[str, torch.Tensor], cfg: LossConfig, with_conf: bool = True,
-                    group: int = 1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                    group: int = 1, reduce: BatchReduce = LOCAL) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and its detached terms plus metrics; ``with_conf=False`` (validation) drops the confidence:
     C becomes the plain mean error over valid pixels. ``group``: pairs per anchor (used with ``shared_scale``).
+    ``reduce``: how the loss's batch statistics span the ranks of a data-parallel step (the metrics stay local).
 
     Metrics: ``epe_track``/``epe_recon`` = mean ‖X̂·s_gt/s_pred − X‖ in metres (scale-aligned 3D end-point error
     per head), ``epe_track_dyn`` the same on moving anchor pixels.
@@ -101,13 +126,13 @@ def supervised_loss(out: PairOutput, batch: dict[str, torch.Tensor], cfg: LossCo
     t_pr, r_pr = out.track_pts / g_pr[:, None, None, None], out.recon_pts / g_pr[:, None, None, None]
     r_gt = batch["recon_pts"] / g_gt[:, None, None, None]
     if with_conf:
-        c1 = confidence_loss(e1, out.track_conf, tv, batch["track_dyn"], cfg)
-        c2 = confidence_loss(e2, out.recon_conf, rv, batch["recon_dyn"], cfg)
+        c1 = confidence_loss(e1, out.track_conf, tv, batch["track_dyn"], cfg, reduce)
+        c2 = confidence_loss(e2, out.recon_conf, rv, batch["recon_dyn"], cfg, reduce)
     else:
-        c1, c2 = _masked_mean(e1, tv), _masked_mean(e2, rv)
-    l_depth = _masked_mean((r_pr[..., 2] - r_gt[..., 2]).abs(), rv)
+        c1, c2 = _masked_mean(e1, tv, reduce), _masked_mean(e2, rv, reduce)
+    l_depth = _masked_mean((r_pr[..., 2] - r_gt[..., 2]).abs(), rv, reduce)
     self_mask = batch["is_self"][:, None, None] & tv & rv
-    l_align = _masked_mean(torch.linalg.vector_norm(t_pr - r_pr, dim=-1), self_mask)
+    l_align = _masked_mean(torch.linalg.vector_norm(t_pr - r_pr, dim=-1), self_mask, reduce)
     total = c1 + c2 + cfg.lambda_depth * l_depth + cfg.lambda_align * l_align
     if k > 1:  # metrics per pair, as without shared_scale
         e1, e2 = errors(s_gt, s_pr)
