@@ -26,8 +26,11 @@ import pytest
 import torch
 
 from st4rtrack_ros.model.checkpoint import load_checkpoint
-from st4rtrack_ros.training.data import DataConfig
-from st4rtrack_ros.training.loop import TrainConfig, Trainer
+from st4rtrack_ros.model.config import preset as model_preset
+from st4rtrack_ros.model.network import St4RTrackNet
+from st4rtrack_ros.training.data import DataConfig, PairGroups, collate_groups
+from st4rtrack_ros.training.loop import TrainConfig, Trainer, train
+from st4rtrack_ros.training.losses import LossConfig, supervised_loss
 
 # The tiniest useful sizes: 64×48 pairs, 2 pairs per sequence, global batch 4 = 1 sequence per rank.
 DATA = DataConfig(width=64, height=48, seq_len=6, max_gap=3, pairs_per_seq=2, p_self=0.3)
@@ -129,6 +132,42 @@ def test_two_ranks_match_one_process_and_resume_after_a_kill(tmp_path):
     q = torch.cat([t.detach().reshape(-1) for t in single_res.net.parameters()])
     assert float((p - q).norm() / q.norm()) < 1e-4
     assert float(((p - q).abs() > 1e-5).float().mean()) < 1e-3
+
+
+def test_activation_checkpointing_recomputes_blocks_with_identical_gradients_and_bf16_trains(tmp_path):
+    """``grad_checkpoint`` (``--grad-checkpoint``) re-runs every block in the backward pass and gives the same loss
+    and gradients; off, or in eval mode, each block runs once. ``amp="bf16"`` trains on the CPU too."""
+    torch.manual_seed(0)
+    net = St4RTrackNet(model_preset("tiny_128").with_image_size(DATA.width, DATA.height)).train()
+    batch = collate_groups([PairGroups(DATA)[0]])
+    calls = []  # pre-hooks: a recomputation stops as soon as the saved tensors exist, before any post-hook
+    net.enc_blocks[0].register_forward_pre_hook(lambda *_: calls.append(1))
+    net.dec_blocks2[-1].register_forward_pre_hook(lambda *_: calls.append(2))
+
+    def step(flag: bool) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
+        net.grad_checkpoint = flag
+        net.zero_grad(set_to_none=True)
+        calls.clear()
+        loss, _ = supervised_loss(net(batch["img1"], batch["img2"]), batch, LossConfig(), group=DATA.pairs_per_seq)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in net.parameters() if p.grad is not None], list(calls)
+
+    plain, ckpt = step(False), step(True)
+    assert plain[2] == [1, 2] and sorted(ckpt[2]) == [1, 1, 2, 2]  # recomputed in the backward pass
+    torch.testing.assert_close(ckpt[0], plain[0], rtol=0, atol=0)
+    assert len(ckpt[1]) == len(plain[1])
+    for a, b in zip(ckpt[1], plain[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    with torch.no_grad():
+        calls.clear()
+        net(batch["img1"], batch["img2"])
+    assert calls == [1, 2]  # inference: no checkpointing
+
+    cfg = dataclasses.replace(CFG, batch_size=2, steps=2, ckpt_every=0, grad_checkpoint=True)
+    fp32 = train(dataclasses.replace(cfg, amp="none"), tmp_path / "fp32")
+    bf16 = train(dataclasses.replace(cfg, amp="bf16"), tmp_path / "bf16")
+    assert all(np.isfinite(bf16.losses)) and bf16.losses != fp32.losses  # autocast really ran in bf16
+    np.testing.assert_allclose(bf16.losses, fp32.losses, rtol=0.05)
 
 
 if __name__ == "__main__":
