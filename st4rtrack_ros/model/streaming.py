@@ -13,6 +13,15 @@ each frame costs one encoder pass, the two decoders and the two heads. Options, 
   convolution algorithms once for the fixed input size;
 - ``parallel_decoders=True``: the two decoder branches of each layer run on two CUDA streams.
 
+CPU paths (measured in docs/benchmarks.md, "CPU precision modes"; named sets in ``CPU_MODES``):
+
+- ``channels_last_heads=True`` applies on the CPU too: oneDNN then runs the DPT convolutions in NHWC without
+  reordering every activation (same numbers as NCHW to ~1e-7);
+- ``bf16_heads=True`` (with bf16): the DPT heads' convolutions also run under bf16 autocast (AVX-512 BF16), which
+  they dominate (4.9 of 6.8 GFLOP a small_256 step); the output parameterisation (exp, expm1) stays fp32;
+- ``int8_linear=True`` (fp32, CPU): the Linear layers of encoder and decoders run as dynamic int8 (VNNI) on a
+  quantised copy of the network, rebuilt when the weights change (background adaptation writes into them).
+
 The forward itself has no host synchronisation (no ``.item()``, no data-dependent branches), which is what lets a
 CUDA graph capture it; a test runs it on the meta device to prove that.
 """
@@ -21,10 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from .network import PairOutput, St4RTrackNet
 
@@ -43,20 +54,50 @@ class EngineOptions:
     channels_last_heads: bool = False
     cudnn_benchmark: bool = True
     parallel_decoders: bool = False
+    bf16_heads: bool = False  # with bf16: the DPT heads under autocast too (else they run in fp32)
+    int8_linear: bool = False  # CPU, fp32: Linear layers as dynamic int8 on a quantised copy of the network
 
     @classmethod
     def fastest(cls, device: torch.device | str) -> EngineOptions:
-        """The options measured fastest on the device kind (docs/benchmarks.md); plain fp32 on the CPU."""
+        """The options measured fastest on the device kind (docs/benchmarks.md); plain fp32 on the CPU.
+
+        The faster CPU sets are opt-in (``cpu_mode``): they change the numbers (bf16, int8) or the model's memory
+        layout (NHWC heads).
+        """
         if torch.device(device).type != "cuda":
             return cls()
         return cls(precision="bf16", cuda_graph=True, bf16_weights=True, channels_last_heads=True,
                    parallel_decoders=True)
+
+    @classmethod
+    def cpu_mode(cls, name: str) -> EngineOptions:
+        """A named CPU option set (``CPU_MODES``), e.g. ``"bf16+nhwc"``."""
+        try:
+            return CPU_MODES[name]
+        except KeyError:
+            raise ValueError(f"unknown CPU mode {name!r}; known: {sorted(CPU_MODES)}") from None
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.bf16_weights and self.precision != "bf16":
             raise ValueError("bf16_weights needs precision='bf16'")
+        if self.bf16_heads and self.precision != "bf16":
+            raise ValueError("bf16_heads needs precision='bf16'")
+        # Dynamic int8 Linear takes fp32 activations only; the quantised copy is rebuilt on weight changes, which a
+        # captured graph or a compiled function would not follow.
+        if self.int8_linear and (self.precision != "fp32" or self.cuda_graph or self.compile):
+            raise ValueError("int8_linear needs precision='fp32' and no cuda_graph/compile")
+
+
+#: The CPU option sets that benchmarks/bench_cpu_precision.py compares (docs/benchmarks.md).
+CPU_MODES: dict[str, EngineOptions] = {
+    "fp32": EngineOptions(),
+    "fp32+nhwc": EngineOptions(channels_last_heads=True),
+    "int8-linear+nhwc": EngineOptions(int8_linear=True, channels_last_heads=True),
+    "bf16-enc-dec": EngineOptions(precision="bf16"),
+    "bf16+nhwc": EngineOptions(precision="bf16", bf16_heads=True, channels_last_heads=True),
+}
 
 
 class StreamingEngine:
@@ -72,21 +113,33 @@ class StreamingEngine:
                 for module in (net.patch_embed, net.enc_blocks, net.enc_norm, net.decoder_embed, net.dec_blocks,
                                net.dec_blocks2, net.dec_norm):
                     module.to(torch.bfloat16)
-            if self.options.channels_last_heads:
-                net.downstream_head1.to(memory_format=torch.channels_last)
-                net.downstream_head2.to(memory_format=torch.channels_last)
+        if self.options.channels_last_heads:  # in place: the parameters stay the ones adaptation writes into
+            net.downstream_head1.to(memory_format=torch.channels_last)
+            net.downstream_head2.to(memory_format=torch.channels_last)
         self._anchor_tokens: torch.Tensor | None = None
         self._graphs: dict[int, _CapturedStep] = {}
         self._graph_failed = False
-        self._encode: Callable[[torch.Tensor], torch.Tensor] = net.encode
-        self._decode_heads: Callable[..., PairOutput] = net.forward_tokens
+        if self.options.bf16_heads:
+            for head in (net.downstream_head1, net.downstream_head2):
+                if not getattr(head.dpt, "_fp32_output_hooked", False):  # once per network, however many engines
+                    head.dpt.register_forward_hook(_fp32_output)
+                    head.dpt._fp32_output_hooked = True
+        self._int8: St4RTrackNet | None = None  # the quantised copy (int8_linear)
+        self._int8_version = -1  # self.net's weight version it was built from
+        if self.options.int8_linear:
+            if self.device.type != "cpu":
+                raise ValueError("int8_linear runs on the CPU only")
+            self._refresh_int8()
+        self._encode: Callable[[torch.Tensor], torch.Tensor]
+        self._decode_heads: Callable[..., PairOutput]
+        self._encode, self._decode_heads = self._eager_fns()
         self._side_stream = (torch.cuda.Stream(self.device) if self.options.parallel_decoders
                              and self.device.type == "cuda" and not self.options.compile else None)
         self._compiled = False
         if self.options.compile:
             try:
-                self._encode = torch.compile(net.encode, dynamic=False)
-                self._decode_heads = torch.compile(net.forward_tokens, dynamic=False)
+                self._encode = torch.compile(self._encode, dynamic=False)
+                self._decode_heads = torch.compile(self._decode_heads, dynamic=False)
                 self._compiled = True
             except Exception as e:  # torch.compile unavailable: run eagerly
                 log.warning("torch.compile unavailable, running eagerly: %s", e)
@@ -99,8 +152,45 @@ class StreamingEngine:
             if not self._compiled:
                 raise
             log.warning("torch.compile failed at first use, running eagerly: %s", str(e).splitlines()[0])
-            self._encode, self._decode_heads, self._compiled = self.net.encode, self.net.forward_tokens, False
+            (self._encode, self._decode_heads), self._compiled = self._eager_fns(), False
             return fn()
+
+    # -- the CPU paths -------------------------------------------------------------------------------------------
+
+    def _eager_fns(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[..., PairOutput]]:
+        """(encode, decoders + heads) of the model that runs the step (the int8 copy, or the network itself)."""
+        model = self._int8 if self._int8 is not None else self.net
+        return model.encode, (self._forward_tokens_bf16_heads if self.options.bf16_heads else model.forward_tokens)
+
+    def _forward_tokens_bf16_heads(self, tok1: torch.Tensor, tok2: torch.Tensor, grid_hw: tuple[int, int],
+                                   side_stream: torch.cuda.Stream | None = None) -> PairOutput:
+        """``forward_tokens`` with the DPT heads left under the caller's bf16 autocast (``net.heads`` turns it off).
+
+        Each head's adapter returns bf16 (B, 4, H, W); a forward hook (``_fp32_output``) makes it fp32 before
+        ``DPTHead`` applies exp/expm1, so points (B, H, W, 3) and confidence (B, H, W) come out fp32.
+        """
+        net = self.net
+        dec1, dec2 = net.decode(tok1, tok2, grid_hw, side_stream)
+        pts1, conf1 = net.downstream_head1(dec1, grid_hw)
+        pts2, conf2 = net.downstream_head2(dec2, grid_hw)
+        return PairOutput(track_pts=pts1, track_conf=conf1, recon_pts=pts2, recon_conf=conf2)
+
+    def _weights_version(self) -> int:
+        """Changes whenever any parameter is written in place (``Tensor._version``): adaptation's ``copy_``."""
+        return sum(p._version for p in self.net.parameters())
+
+    def _refresh_int8(self) -> None:
+        """(Re)build the dynamic-int8 copy of the network if its weights changed since the last build."""
+        version = self._weights_version()
+        if version == self._int8_version:
+            return
+        # decoder_embed stays a float Linear: the network reads its weight's dtype for the RoPE tables.
+        names = {n for n, m in self.net.named_modules() if isinstance(m, nn.Linear) and n != "decoder_embed"}
+        with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices, once per build
+            warnings.simplefilter("ignore")
+            self._int8 = torch.ao.quantization.quantize_dynamic(self.net, names, dtype=torch.qint8, inplace=False)
+        self._int8_version = version
+        self._encode, self._decode_heads = self._eager_fns()
 
     # -- state ---------------------------------------------------------------------------------------------------
 
@@ -116,6 +206,8 @@ class StreamingEngine:
     @torch.inference_mode()
     def set_anchor(self, anchor: torch.Tensor) -> None:
         """Encode the anchor image (1, 3, H, W) or (3, H, W) and cache its tokens."""
+        if self._int8 is not None:
+            self._refresh_int8()
         anchor = anchor.to(self.device)
         if anchor.dim() == 3:
             anchor = anchor[None]
@@ -160,6 +252,8 @@ class StreamingEngine:
             frames = frames[None]
         if tuple(frames.shape[-2:]) != self._anchor_hw:
             raise ValueError(f"frame size {tuple(frames.shape[-2:])} differs from the anchor's {self._anchor_hw}")
+        if self._int8 is not None:
+            self._refresh_int8()
         if self.options.cuda_graph and self.device.type == "cuda" and not self._graph_failed:
             b = frames.shape[0]
             graph = self._graphs.get(b)
@@ -172,6 +266,11 @@ class StreamingEngine:
                     return self._with_compile_fallback(lambda: self._step_eager(frames))
             return graph.run(frames)
         return self._with_compile_fallback(lambda: self._step_eager(frames))
+
+
+def _fp32_output(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook on a DPT adapter: its raw map (B, 4, H, W) in fp32 (a no-op on the default fp32 path)."""
+    return output.float()
 
 
 class _CapturedStep:
