@@ -238,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         name, _, value = kv.partition("=")
         overrides.append(Parameter(name, value=yaml.safe_load(value)))
     node = TrackerNode(context=ctx, parameter_overrides=overrides)
+    if not node.bring_up():
+        raise SystemExit("the node did not come up (see the log above)")
     executor = node_executor(node, ctx)  # spun as st4rtrack-node spins it
     spin_stop = threading.Event()
 
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         close_driver(rclpy, driver)
         t_stop = time.monotonic()
-        node.shutdown()
+        node.trigger_shutdown()
         spin_stop.set()
         spinner.join(timeout=2.0)
         executor.shutdown(timeout_sec=1.0)

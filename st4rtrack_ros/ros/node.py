@@ -1,23 +1,27 @@
-"""`st4rtrack-node`: the ROS 2 adapter around :class:`~st4rtrack_ros.tracking.tracker.OnlineTracker`.
+"""`st4rtrack-node`: the ROS 2 lifecycle node around :class:`~st4rtrack_ros.tracking.tracker.OnlineTracker`.
+
+Lifecycle (REP 2002 managed node): ``configure`` reads the parameters and loads the model (a bad checkpoint fails
+the transition with the reason; the node stays up, unconfigured); ``activate`` subscribes and publishes;
+``deactivate`` stops processing and keeps the world; ``cleanup`` frees the model (and GPU memory); ``shutdown``
+stops the workers and saves adapted weights. ``st4rtrack-node`` alone (``ros.autostart``) drives itself to active;
+the launch file drives the transitions instead. Structural parameters (model, tracking, topics, frames) change only
+while the node is unconfigured and take effect at the next ``configure``.
 
 Threading (why): a camera publishes faster than the tracker may run, and queueing frames only adds latency. So the
-input callbacks (one mutually exclusive group) only decode the image and put it into a one-frame slot — a newer
-frame replaces an unprocessed one and counts as dropped — and one worker thread runs the tracker on whatever is
-newest and publishes. Background adaptation runs in the tracker's own worker (``tracker.adaptation``). Services and
-the diagnostics timer have their own groups, so a reset or a parameter change is answered while the tracker works.
+image callback only decodes the image and puts it into a one-frame slot — a newer frame replaces an unprocessed one
+and counts as dropped — and one worker thread runs the tracker on whatever is newest and publishes. Depth and
+CameraInfo are matched to the image by stamp with a bounded wait (``sync.StampBuffer``). Background adaptation runs in
+the tracker's own worker.
 
 Frames (REP 103/105): the tracker's world is the first anchor's optical frame; the node publishes it as
-``world_frame`` with REP 103 axes (x forward, y left, z up; conversions.R_REP103_FROM_OPTICAL) and the camera as
-``camera_frame`` with optical axes. ``camera_frame`` is the node's own frame (default ``st4r_camera_optical``), never
-the robot's camera frame, so /tf never gets a second parent for it.
-
-Every output carries the input image's stamp. Visualisation outputs (points, map, markers, path) are only built when
-something subscribes.
+``world_frame`` with REP 103 axes and the camera as its own ``camera_frame`` (optical axes), never the robot's
+camera frame, so /tf never gets a second parent. With ``ros.fixed_frame`` (e.g. ``odom``) the node looks up the
+camera's pose in that frame at the first frame of each world and publishes ``fixed_frame → world_frame`` on
+/tf_static, so every output lands in the robot's tree.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import sys
@@ -26,49 +30,60 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, PoseStamped, TransformStamped
-from nav_msgs.msg import Path as PathMsg
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import JumpThreshold, TimeJump
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.logging import get_logger
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
-from std_msgs.msg import ColorRGBA, Header
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
-from visualization_msgs.msg import Marker, MarkerArray
 
 from st4rtrack_ros.data.messages import check_depth, check_stamp, depth_from_msg, image_to_rgb, intrinsics_from_msg
 from st4rtrack_ros.ros import conversions as cv
 from st4rtrack_ros.ros import params as P
+from st4rtrack_ros.ros.diagnostics import OK, WARN, Task, diagnostic_array, frequency_task
 from st4rtrack_ros.ros.env import PARENT_PID_ENV
 from st4rtrack_ros.ros.faults import FaultLog
-from st4rtrack_ros.tracking.types import MIN_SIDE, BadInput, FrameDropped
+from st4rtrack_ros.ros.sync import StampBuffer
+from st4rtrack_ros.ros.world_anchor import WorldAnchor
+from st4rtrack_ros.tracking.types import MIN_SIDE, BadInput, FrameDropped, FrameInput, StepResult
 
-try:  # built from msg/ by scripts/setup_env.sh or colcon
-    from st4rtrack_ros.msg import Track3D, Track3DArray, TrackerStatus
+try:  # generated from msg/ by colcon or scripts/setup_env.sh (step 'messages')
+    from st4rtrack_ros.msg import TrackerStatus
+    from st4rtrack_ros.ros.publishing import Outputs
 except ImportError:  # pragma: no cover - reported at start-up
-    Track3D = Track3DArray = TrackerStatus = None  # type: ignore[assignment,misc]
+    TrackerStatus = Outputs = None  # type: ignore[assignment,misc]
 
 NODE_NAME = "st4rtrack"
 LATENCY_WINDOW = 300  # frames in the diagnostics' latency percentiles
 RATE_WINDOW_S = 5.0
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+
+
+class Tracker(Protocol):
+    """What the node needs of a tracker (``OnlineTracker``; tests pass a small stand-in)."""
+
+    resets: int
+    device: Any
+    adaptation: Any
+
+    def step(self, frame: FrameInput) -> StepResult: ...
+    def reset(self, reason: str = ...) -> None: ...
 
 
 class NodeStartError(RuntimeError):
-    """The node cannot start (no model, bad parameters); the message says what to do."""
+    """The node cannot be configured (no model, bad parameters); the message says what to do."""
 
 
 class LatestSlot:
@@ -92,11 +107,6 @@ class LatestSlot:
             item, self._item = self._item, None
             return item
 
-    def clear(self) -> bool:
-        with self._cond:
-            had, self._item = self._item is not None, None
-            return had
-
 
 @dataclass
 class _Frame:
@@ -104,6 +114,7 @@ class _Frame:
     stamp_ns: int
     rgb: np.ndarray
     received: float  # time.monotonic() at receipt
+    frame_id: str = ""
 
 
 @dataclass
@@ -120,19 +131,20 @@ class _Rate:
     """Events per second over the last few seconds."""
 
     def __init__(self) -> None:
-        self._t: deque[float] = deque(maxlen=1000)
+        self.t: deque[float] = deque(maxlen=1000)
 
     def tick(self, t: float) -> None:
-        self._t.append(t)
+        self.t.append(t)
 
     def hz(self, now: float) -> float:
-        recent = [t for t in self._t if now - t <= RATE_WINDOW_S]
+        recent = [t for t in self.t if now - t <= RATE_WINDOW_S]
         return (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
 
 
 def _descriptor(name: str, default: Any) -> ParameterDescriptor:
     spec = P.spec_for(name)
-    d = ParameterDescriptor(name=name, description=spec.description, read_only=spec.read_only)
+    text = spec.description if spec.read_only is False else f"{spec.description} [structural: set while unconfigured]"
+    d = ParameterDescriptor(name=name, description=text)
     if spec.choices:
         d.additional_constraints = f"one of {list(spec.choices)}"
     if isinstance(default, bool) or spec.min is None or spec.max is None:
@@ -144,21 +156,9 @@ def _descriptor(name: str, default: Any) -> ParameterDescriptor:
     return d
 
 
-def _qos_out(depth: int = 5) -> QoSProfile:
-    """Outputs: reliable + volatile, what RViz subscribes with by default."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.VOLATILE)
-
-
-def _header(stamp: TimeMsg, frame_id: str) -> Header:
-    h = Header()
-    h.stamp, h.frame_id = stamp, frame_id
-    return h
-
-
 def _adaptation_status(adaptation: Any) -> dict[str, Any]:
-    """The adaptation worker's status dict, or a neutral one when there is none or it fails."""
-    if adaptation is None or not hasattr(adaptation, "status"):
+    """The adaptation worker's status dict, or an empty one when there is none or it fails."""
+    if adaptation is None:
         return {}
     try:
         s = adaptation.status()
@@ -176,15 +176,16 @@ def _losses(value: Any) -> tuple[list[str], list[float]]:
     return [], []
 
 
-class TrackerNode(Node):
+class TrackerNode(LifecycleNode):
     """Subscribes a camera, runs the tracker in a worker, publishes clouds, tracks, markers, pose, TF, status."""
 
-    def __init__(self, tracker: Any = None, **kwargs: Any) -> None:
-        """Declare parameters from config/tracker.yaml, build the tracker (unless given), create the interface."""
+    def __init__(self, tracker: Tracker | None = None, **kwargs: Any) -> None:
+        """Declare and check the parameters (config/tracker.yaml); nothing is loaded before ``configure``.
+        ``tracker``: use this one instead of building one from ``model.*`` (tests, benchmarks)."""
         super().__init__(NODE_NAME, **kwargs)
-        if Track3DArray is None:
+        if TrackerStatus is None:
             raise NodeStartError("st4rtrack_ros.msg is not importable: run scripts/setup_env.sh (step 'messages') or "
-                                 "`colcon build` the msg/ package")
+                                 "`colcon build` this package")
         self._defaults = P.defaults()
         for name, default in self._defaults.items():
             try:
@@ -192,145 +193,233 @@ class TrackerNode(Node):
             except ParameterException as e:  # a -p/--params-file value of the wrong type or out of range
                 raise NodeStartError(f"bad parameter {name}: {e}") from e
         self._p = {name: self.get_parameter(name).value for name in self._defaults}
-        for name, value in self._p.items():
-            why = P.validate(name, value, self._defaults[name])
-            if why:
-                raise NodeStartError(f"bad parameter: {why}")
-        prefix = str(self._p["ros.frame_prefix"])
-        self.world_frame = prefix + str(self._p["ros.world_frame"])
-        self.camera_frame = prefix + str(self._p["ros.camera_frame"])
-        if self.world_frame == self.camera_frame:
-            raise NodeStartError("ros.world_frame and ros.camera_frame must differ")
-
-        self.tracker = tracker if tracker is not None else self._build_tracker()
+        why = self._check(self._p)
+        if why:
+            raise NodeStartError(f"bad parameter: {why}")
+        self._given_tracker = tracker
+        self.tracker: Tracker | None = None
+        self.outputs: Any = None
+        self.counters = _Counters()
+        self._entities: list[Any] = []  # created by configure, destroyed by cleanup
+        self._subs: list[Any] = []  # created by activate, destroyed by deactivate
         self._lock = threading.Lock()  # held around tracker.step and reset
         self._slot = LatestSlot()
-        self.counters = _Counters()
-        self._k: np.ndarray | None = None
-        self._k_size: tuple[int, int] | None = None
-        self._depth: deque[tuple[int, np.ndarray]] = deque(maxlen=8)
-        self._last_stamp_ns: int | None = None
-        self._seen_resets = int(getattr(self.tracker, "resets", 0))
-        self._pending_reset: str | None = None
-        self._path: deque[PoseStamped] = deque(maxlen=int(self._p["ros.max_path_length"]))
-        self._last_map = -1e18
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
         self._latency: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._in_rate, self._out_rate = _Rate(), _Rate()
         self._last_status: dict[str, Any] = {}
-        self._size: tuple[int, int] | None = None  # (w, h) of the last processed image
-
-        self._make_inputs()
-        self._make_outputs()
-        self.create_service(Trigger, "~/reset", self._on_reset)
-        self.create_service(Trigger, "~/save_adaptation", self._on_save_adaptation)
-        self.create_service(Trigger, "~/revert_adaptation", self._on_revert_adaptation)
+        self._state = "unconfigured"
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.add_post_set_parameters_callback(self._after_set_parameters)
+        if hasattr(self, "add_post_set_parameters_callback"):  # Jazzy and later; Humble applies in the validator
+            self.add_post_set_parameters_callback(self._after_set_parameters)
+
+    # -- parameters ------------------------------------------------------------------------------------------------
+
+    def _check(self, values: dict[str, Any]) -> str | None:
+        for name, value in values.items():
+            why = P.validate(name, value, self._defaults[name])
+            if why:
+                return why
+        if values["ros.world_frame"] == values["ros.camera_frame"]:
+            return "ros.world_frame and ros.camera_frame must differ"
+        return None
+
+    def _param(self, name: str) -> Any:
+        return self._p[name]
+
+    def _on_set_parameters(self, params: Sequence[Parameter]) -> SetParametersResult:
+        """Validate changes: ranges and choices always; structural ones only while unconfigured."""
+        for p in params:
+            if p.name not in self._defaults:
+                continue  # use_sim_time etc.
+            why = P.validate(p.name, p.value, self._defaults[p.name])
+            if why is None and P.spec_for(p.name).read_only and self._state != "unconfigured":
+                why = (f"{p.name} is structural: change it while the node is unconfigured "
+                       f"(`ros2 lifecycle set {self.get_fully_qualified_name()} cleanup`), now {self._state}")
+            if why is None and p.name == "adaptation.enabled" and p.value and self.tracker is not None \
+                    and self.tracker.adaptation is None:
+                why = "adaptation.enabled: this tracker has no adaptation worker"
+            if why:
+                return SetParametersResult(successful=False, reason=why)
+        if not hasattr(self, "add_post_set_parameters_callback"):
+            self._after_set_parameters(params)
+        return SetParametersResult(successful=True)
+
+    def _after_set_parameters(self, params: Sequence[Parameter]) -> None:
+        for p in params:
+            if p.name in self._defaults:
+                self._p[p.name] = p.value
+                if p.name == "adaptation.enabled":
+                    self._apply_adaptation(bool(p.value))
+                elif p.name == "ros.max_path_length" and self.outputs is not None:
+                    self.outputs.set_path_length(int(p.value))
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    def bring_up(self) -> bool:
+        """configure + activate (what ``ros.autostart`` does); False, with the reason logged, if one fails."""
+        return self.trigger_configure() == SUCCESS and self.trigger_activate() == SUCCESS
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except NodeStartError as e:
+            self.get_logger().error(f"configure failed: {e}")
+            self._teardown()
+            return FAILURE
+        self._state = "inactive"
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._make_inputs()
+        self._slot.take(timeout=0.0)
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name="st4rtrack-tracker", daemon=True)
+        self._worker.start()
+        self._state = "active"
+        self.get_logger().info(
+            f"ready: active, input {self._image_topic} ({'CompressedImage' if self._p['ros.compressed'] else 'Image'}), "
+            f"depth {self._p['ros.depth_topic'] or 'none'}, world frame '{self.outputs.world_frame}', camera frame "
+            f"'{self.outputs.camera_frame}', fixed frame {self._p['ros.fixed_frame'] or 'none'}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._state = "inactive"
+        self.get_logger().info("inactive: processing stopped, the world is kept")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        self.get_logger().info("cleaned up: model freed")
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # bounded: supervisors escalate to SIGKILL, which would lose the adapted weights
+        self._teardown(budget_s=1.2)
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return SUCCESS
+
+    def _configure(self) -> None:
+        self._p = {name: self.get_parameter(name).value for name in self._defaults}
+        why = self._check(self._p)
+        if why:
+            raise NodeStartError(f"bad parameter: {why}")
+        prefix = str(self._p["ros.frame_prefix"])
+        self.tracker = self._given_tracker if self._given_tracker is not None else self._build_tracker()
+        self.outputs = Outputs(self, prefix + str(self._p["ros.world_frame"]),
+                               prefix + str(self._p["ros.camera_frame"]), self._param)
+        self._seen_resets = int(self.tracker.resets)
+        self._last_stamp_ns: int | None = None
+        self._pending_reset: str | None = None
+        self._size: tuple[int, int] | None = None  # (w, h) of the last processed image
+        slop, depth_n = float(self._p["ros.sync_slop_s"]), max(8, int(self._p["ros.input_depth"]) * 4)
+        self._depth: StampBuffer[np.ndarray] = StampBuffer(depth_n, slop)
+        self._info: StampBuffer[tuple[np.ndarray, int, int]] = StampBuffer(depth_n, slop)
+        self.anchor = WorldAnchor(self, str(self._p["ros.fixed_frame"]), str(self._p["ros.robot_camera_frame"]),
+                                  float(self._p["ros.tf_timeout_s"]))
+        self.pub_status = self.create_lifecycle_publisher(TrackerStatus, "~/status", 5)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._entities += [
+            self.pub_diag,
+            self.create_service(Trigger, "~/reset", self._on_reset),
+            self.create_service(Trigger, "~/save_adaptation", self._on_save_adaptation),
+            self.create_service(Trigger, "~/revert_adaptation", self._on_revert_adaptation),
+            self.create_timer(float(self._p["ros.diagnostics_period_s"]), self._publish_diagnostics),
+            *self.anchor.subscriptions,
+        ]
         self._jump = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=False),
             post_callback=self._on_time_jump)
-        self.create_timer(float(self._p["ros.diagnostics_period_s"]), self._publish_diagnostics)
         self._apply_adaptation(bool(self._p["adaptation.enabled"]), startup=True)
+        if self.outputs.tf is None and self._p["ros.publish_tf"]:
+            self.get_logger().info("tf2_msgs is not installed: no /tf output (pose and path are published)")
 
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="st4rtrack-tracker", daemon=True)
-        self._worker.start()
-        self.get_logger().info(
-            f"ready: input {self._image_topic} ({'CompressedImage' if self._compressed else 'Image'}, "
-            f"{self._p['ros.input_reliability']} depth {self._p['ros.input_depth']}), world frame "
-            f"'{self.world_frame}', camera frame '{self.camera_frame}', tf {'on' if self._tf_pub else 'off'}")
+    def _teardown(self, budget_s: float = 10.0) -> None:
+        """Stop inputs and workers (adapted weights saved), destroy what configure made, free the model. Within
+        ``budget_s`` a thread still busy is left to end with the process (it is a daemon)."""
+        end = time.monotonic() + budget_s
+        ad = getattr(self.tracker, "adaptation", None)
+        if ad is not None:
+            ad.request_stop()  # both threads wind down at once
+        self._stop_inputs(join_s=0.5 * budget_s)
+        tracker, self.tracker = self.tracker, None
+        if ad is not None:
+            if ad.stop(timeout=max(0.05, end - time.monotonic())):
+                self.get_logger().info(f"adaptation worker stopped (weights version {ad.version} kept)")
+            else:
+                self.get_logger().warning("adaptation worker still in a round: it ends with the process")
+        publishers = self.outputs.all() if self.outputs is not None else []
+        for p in [*publishers, getattr(self, "pub_status", None)]:
+            if p is not None:
+                self.destroy_lifecycle_publisher(p)
+        self.pub_status = None
+        for e in self._entities:
+            for destroy in (self.destroy_publisher, self.destroy_service, self.destroy_timer,
+                            self.destroy_subscription):
+                if destroy(e):
+                    break
+        self._entities, self.outputs = [], None
+        self._jump = None
+        if tracker is not None and self._given_tracker is None and getattr(tracker.device, "type", "") == "cuda":
+            import torch
 
-    # -- construction ----------------------------------------------------------------------------------------------
+            del tracker
+            torch.cuda.empty_cache()
+        self._state = "unconfigured"
 
-    def _build_tracker(self) -> Any:
-        import torch
-
+    def _build_tracker(self) -> Tracker:
         from st4rtrack_ros.adaptation.persistence import AdaptedCheckpointError
-        from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker
-        from st4rtrack_ros.model.checkpoint import CheckpointError, load_checkpoint
-        from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
-        from st4rtrack_ros.settings import default_checkpoint
-        from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
+        from st4rtrack_ros.model.checkpoint import CheckpointError
+        from st4rtrack_ros.pipeline import TrackerSpec, build_tracker
 
-        ckpt = Path(self._p["model.checkpoint"]) if self._p["model.checkpoint"] else default_checkpoint()
-        if not ckpt.exists():
-            raise NodeStartError(f"model checkpoint {ckpt} does not exist; pass one with "
-                                 "`--ros-args -p model.checkpoint:=/path/to/weights.safetensors`"
-                                 + (" (the embedded default model is not installed)" if
-                                    not self._p["model.checkpoint"] else ""))
-        device = torch.device(self._p["model.device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
         try:
-            net = load_checkpoint(ckpt, device=device)
-        except CheckpointError as e:
+            spec = TrackerSpec.from_params(self._p)
+            tracker = build_tracker(spec, log=self.get_logger().info)
+        except (CheckpointError, AdaptedCheckpointError, FileNotFoundError, TypeError, ValueError, KeyError) as e:
             raise NodeStartError(str(e)) from e
-        section = P.unflatten(self._p, "tracking")
-        try:
-            cfg = TrackerConfig.from_dict(section)
-        except (TypeError, ValueError) as e:
-            raise NodeStartError(f"bad tracking parameters: {e}") from e
-        cfg = dataclasses.replace(cfg, fit=self._p["model.fit"])
-        self.get_logger().info(f"model {ckpt} on {device}")
-        try:
-            adapt_cfg = AdaptationConfig.from_dict(P.unflatten(self._p, "adaptation"))
-        except (TypeError, ValueError, KeyError) as e:
-            raise NodeStartError(f"bad adaptation parameters: {e}") from e
-        try:
-            worker = AdaptationWorker(net, adapt_cfg)
-        except (FileNotFoundError, ValueError) as e:  # a configured plug-in that is missing or not TorchScript
-            raise NodeStartError(f"adaptation: {e}") from e
-        self.get_logger().info(f"adaptation pseudo-labels: {worker.label_sources()}")
-        if adapt_cfg.resume and adapt_cfg.save_path and Path(adapt_cfg.save_path).exists():
-            try:
-                worker.load()
-                self.get_logger().info(f"adaptation: resumed weights version {worker.version} from "
-                                       f"{adapt_cfg.save_path}")
-            except AdaptedCheckpointError as e:
-                self.get_logger().error(f"adaptation: not resuming: {e}")
-        worker.start()
-        return OnlineTracker(StreamingEngine(net, EngineOptions.fastest(device)), cfg, worker)
+        if tracker.adaptation is not None:
+            tracker.adaptation.start()
+        return tracker
+
+    # -- inputs (cheap: decode and hand over) ----------------------------------------------------------------------
 
     def _make_inputs(self) -> None:
         rel, depth = P.parse_input_qos(str(self._p["ros.input_reliability"]), int(self._p["ros.input_depth"]))
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, durability=DurabilityPolicy.VOLATILE,
                          reliability=ReliabilityPolicy.BEST_EFFORT if rel == "best_effort"
                          else ReliabilityPolicy.RELIABLE)
-        self._compressed = bool(self._p["ros.compressed"])
+        compressed = bool(self._p["ros.compressed"])
         topic = str(self._p["ros.image_topic"])
-        self._image_topic = P.compressed_topic(topic) if self._compressed else topic
-        self.create_subscription(CompressedImage if self._compressed else Image, self._image_topic, self._on_image,
-                                 qos)
+        self._image_topic = P.compressed_topic(topic) if compressed else topic
+        self._subs = [self.create_subscription(CompressedImage if compressed else Image, self._image_topic,
+                                               self._on_image, qos)]
         if self._p["ros.camera_info_topic"]:
-            # CameraInfo is often latched-ish and reliable; best effort subscribers match both kinds of publisher.
-            info_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
-            self.create_subscription(CameraInfo, str(self._p["ros.camera_info_topic"]), self._on_camera_info,
-                                     info_qos)
+            # best effort matches both reliable and best-effort CameraInfo publishers
+            self._subs.append(self.create_subscription(CameraInfo, str(self._p["ros.camera_info_topic"]),
+                                                       self._on_camera_info, QoSProfile(
+                                                           depth=4, reliability=ReliabilityPolicy.BEST_EFFORT)))
         if self._p["ros.depth_topic"]:
-            self.create_subscription(Image, str(self._p["ros.depth_topic"]), self._on_depth,
-                                     QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(depth, 4),
-                                                reliability=qos.reliability))
+            self._subs.append(self.create_subscription(
+                Image, str(self._p["ros.depth_topic"]), self._on_depth,
+                QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(depth, 4), reliability=qos.reliability)))
 
-    def _make_outputs(self) -> None:
-        q = _qos_out()
-        self.pub_points = self.create_publisher(PointCloud2, "~/points", q)
-        self.pub_map = self.create_publisher(PointCloud2, "~/map", _qos_out(1))
-        self.pub_tracks = self.create_publisher(Track3DArray, "~/tracks", q)
-        self.pub_markers = self.create_publisher(MarkerArray, "~/track_markers", q)
-        self.pub_pose = self.create_publisher(PoseStamped, "~/camera_pose", q)
-        self.pub_path = self.create_publisher(PathMsg, "~/path", _qos_out(1))
-        self.pub_status = self.create_publisher(TrackerStatus, "~/status", q)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", _qos_out(10))
-        self._tf_pub = None
-        self._tf_cls: Any = None
-        if self._p["ros.publish_tf"]:
-            try:
-                from tf2_msgs.msg import TFMessage
-            except ImportError:
-                self.get_logger().info("tf2_msgs is not installed: no /tf output (pose and path are published)")
-            else:
-                self._tf_cls = TFMessage
-                self._tf_pub = self.create_publisher(TFMessage, "/tf", _qos_out(100))
-
-    # -- callbacks (cheap: decode and hand over) -------------------------------------------------------------------
+    def _stop_inputs(self, join_s: float = 10.0) -> None:
+        """Unsubscribe and stop the tracker thread after its current frame."""
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout=join_s)
+            if self._worker.is_alive():
+                self.get_logger().warning("tracker worker still busy with a frame")
+            self._worker = None
+        self._slot.take(timeout=0.0)  # a frame of the old activation is not processed later
 
     def _fault(self, source: str, what: str, cause: str, detail: str, *, frame: bool = False,
                error: bool = False) -> None:
@@ -348,6 +437,8 @@ class TrackerNode(Node):
                 self.get_logger().warning(line)
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        if self._state != "active":  # a message already queued when the node was deactivated
+            return
         now = time.monotonic()
         self.counters.received += 1
         self._in_rate.tick(now)
@@ -361,14 +452,13 @@ class TrackerNode(Node):
         except Exception as e:  # image_to_rgb promises BadInput only; a decoder surprise must not stop the node
             self._fault("image", "rejected", "decode_error", f"{type(e).__name__}: {e}", frame=True)
             return
-        if self._slot.put(_Frame(msg.header.stamp, stamp_ns, rgb, now)):
+        if self._slot.put(_Frame(msg.header.stamp, stamp_ns, rgb, now, msg.header.frame_id)):
             self.counters.dropped += 1
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        """Cache K; an invalid CameraInfo is ignored (the last good K, or the estimate, stays in use)."""
+        """Keep K by stamp; an invalid CameraInfo is ignored (a matching good one, or the estimate, is used)."""
         try:
-            k, w, h = intrinsics_from_msg(msg)
-            self._k, self._k_size = k, (w, h)
+            self._info.add(cv.ns_from_stamp(msg.header.stamp), intrinsics_from_msg(msg))
         except BadInput as e:
             self._fault("camera_info", "ignored", e.cause, str(e))
 
@@ -380,7 +470,9 @@ class TrackerNode(Node):
         except BadInput as e:
             self._fault("depth", "ignored", e.cause, str(e))
             return
-        self._depth.append((cv.ns_from_stamp(msg.header.stamp), depth))
+        self._depth.add(cv.ns_from_stamp(msg.header.stamp), depth)
+
+    # -- services --------------------------------------------------------------------------------------------------
 
     def _on_reset(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
         self.reset("reset service")
@@ -388,7 +480,7 @@ class TrackerNode(Node):
         return resp
 
     def _on_save_adaptation(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        ad = getattr(self.tracker, "adaptation", None)
+        ad = self.tracker.adaptation if self.tracker is not None else None
         try:
             if ad is None:
                 raise ValueError("this tracker has no adaptation worker")
@@ -399,7 +491,7 @@ class TrackerNode(Node):
         return resp
 
     def _on_revert_adaptation(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        ad = getattr(self.tracker, "adaptation", None)
+        ad = self.tracker.adaptation if self.tracker is not None else None
         if ad is None:
             resp.success, resp.message = False, "this tracker has no adaptation worker"
         else:
@@ -411,52 +503,28 @@ class TrackerNode(Node):
         if jump.delta.nanoseconds < 0:
             self._pending_reset = "ROS time jumped backwards"
 
-    def _on_set_parameters(self, params: Sequence[Parameter]) -> SetParametersResult:
-        """Validate run-time changes (read-only ones are refused by rclpy before this runs)."""
-        for p in params:
-            if p.name not in self._defaults:
-                continue  # use_sim_time etc.
-            why = P.validate(p.name, p.value, self._defaults[p.name])
-            if why is None and p.name == "adaptation.enabled" and p.value and \
-                    getattr(self.tracker, "adaptation", None) is None:
-                why = "adaptation.enabled: this tracker has no adaptation worker (tracker.adaptation is None)"
-            if why:
-                return SetParametersResult(successful=False, reason=why)
-        return SetParametersResult(successful=True)
-
-    def _after_set_parameters(self, params: Sequence[Parameter]) -> None:
-        for p in params:
-            if p.name in self._defaults:
-                self._p[p.name] = p.value
-                if p.name == "adaptation.enabled":
-                    self._apply_adaptation(bool(p.value))
-                elif p.name == "ros.max_path_length":
-                    self._path = deque(self._path, maxlen=int(p.value))
-
     def _apply_adaptation(self, enabled: bool, startup: bool = False) -> None:
-        ad = getattr(self.tracker, "adaptation", None)
+        ad = self.tracker.adaptation if self.tracker is not None else None
         if ad is None:
             if enabled and startup:
                 self.get_logger().warning("adaptation.enabled is true but this tracker has no adaptation worker")
             return
-        setter = getattr(ad, "set_enabled", None)
-        if setter is not None:
-            setter(enabled)
-            self.get_logger().info(f"adaptation {'enabled' if enabled else 'disabled'}")
+        ad.set_enabled(enabled)
+        self.get_logger().info(f"adaptation {'enabled' if enabled else 'disabled'}")
 
     # -- the worker ------------------------------------------------------------------------------------------------
 
     def reset(self, reason: str) -> None:
-        """Reset the tracker and the node's own history (path, map throttle, pending frame)."""
+        """Reset the tracker and the node's own history (path, map throttle, world anchor)."""
         with self._lock:
             self._reset_locked(reason)
 
     def _reset_locked(self, reason: str, log: bool = True) -> None:
         self.tracker.reset(reason)
         self._seen_resets = int(self.tracker.resets)
-        self._path.clear()
+        self.outputs.reset()
+        self.anchor.new_world()
         self._last_stamp_ns = None
-        self._last_map = -1e18
         if log:
             self.get_logger().info(f"tracker reset: {reason}")
 
@@ -471,29 +539,39 @@ class TrackerNode(Node):
                 self._fault("frame", "failed", "error", f"at {frame.stamp_ns} ns: {type(e).__name__}: {e}",
                             frame=True, error=True)
 
-    def _depth_for(self, stamp_ns: int) -> np.ndarray | None:
-        for s, d in reversed(self._depth):
-            if s == stamp_ns:
-                return d
-        return None
+    def _companions(self, f: _Frame) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """K and depth for this image, matched by stamp (depth waited for, bounded)."""
+        h, w = f.rgb.shape[:2]
+        info = self._info.match(f.stamp_ns) if self._p["ros.camera_info_topic"] else None
+        if info is None and self._p["ros.camera_info_topic"]:
+            info = self._info.latest()  # intrinsics rarely change: an unmatched stamp still gives a K (counted)
+        k = None
+        if info is not None:
+            k, kw, kh = info
+            if (kw, kh) != (w, h):
+                self._fault("camera_info", "not used", "size_mismatch", f"CameraInfo is {kw}×{kh} but images are "
+                            f"{w}×{h}: K is estimated instead")
+                k = None
+        depth = None
+        if self._p["ros.depth_topic"]:
+            # wait for a late depth image while the depth stream is alive, and always on a world's first frame
+            # (the first frame sets the metric scale)
+            first = self.anchor.pending
+            wait = float(self._p["ros.sync_max_wait_s"]) if first or self._depth.latest() is not None else 0.0
+            depth = self._depth.match(f.stamp_ns, wait)
+            if depth is not None and depth.shape != (h, w):
+                self._fault("depth", "not used", "size_mismatch", f"depth {depth.shape[1]}×{depth.shape[0]} is not "
+                            f"aligned with the {w}×{h} image: frame tracked without depth")
+                depth = None
+        return k, depth
 
     def _process(self, f: _Frame) -> None:
-        from st4rtrack_ros.tracking.types import FrameInput
-
         h, w = f.rgb.shape[:2]
-        k = self._k if self._k is not None and self._k_size == (w, h) else None
-        if self._k is not None and k is None:
-            self._fault("camera_info", "not used", "size_mismatch", f"CameraInfo is {self._k_size[0]}×"
-                        f"{self._k_size[1]} but images are {w}×{h}: K is estimated instead")
         if self._size is not None and self._size != (w, h):
             self._fault("image", "size changed", "size_changed", f"{self._size[0]}×{self._size[1]} → {w}×{h}: the "
                         "tracker restarts its window and world")
         self._size = (w, h)
-        depth = self._depth_for(f.stamp_ns)
-        if depth is not None and depth.shape != (h, w):
-            self._fault("depth", "not used", "size_mismatch", f"depth {depth.shape[1]}×{depth.shape[0]} is not "
-                        f"aligned with the {w}×{h} image: frame tracked without depth")
-            depth = None
+        k, depth = self._companions(f)
         with self._lock:
             if self._pending_reset:
                 self._reset_locked(self._pending_reset)
@@ -516,175 +594,88 @@ class TrackerNode(Node):
             self._last_stamp_ns = f.stamp_ns
             if int(self.tracker.resets) != self._seen_resets:  # the tracker reset itself (e.g. image size)
                 self._seen_resets = int(self.tracker.resets)
-                self._path.clear()
-        self._publish(res, f, step_ms)
-
-    # -- publishing ------------------------------------------------------------------------------------------------
-
-    def _publish(self, res: Any, f: _Frame, step_ms: float) -> None:
-        hdr = _header(f.stamp, self.world_frame)
-        pose = cv.to_rep103_pose(res.pose_world_cam)
-        qx, qy, qz, qw = cv.quaternion_from_matrix(pose[:3, :3])
-        ps = PoseStamped()
-        ps.header = hdr
-        ps.pose.position.x, ps.pose.position.y, ps.pose.position.z = (float(v) for v in pose[:3, 3])
-        ps.pose.orientation.x, ps.pose.orientation.y, ps.pose.orientation.z, ps.pose.orientation.w = qx, qy, qz, qw
-        self.pub_pose.publish(ps)
-        self._path.append(ps)
-        if self.pub_path.get_subscription_count():
-            path = PathMsg()
-            path.header, path.poses = hdr, list(self._path)
-            self.pub_path.publish(path)
-        if self._tf_pub is not None:
-            tf = TransformStamped()
-            tf.header, tf.child_frame_id = hdr, self.camera_frame
-            tf.transform.translation.x, tf.transform.translation.y, tf.transform.translation.z = \
-                ps.pose.position.x, ps.pose.position.y, ps.pose.position.z
-            tf.transform.rotation = ps.pose.orientation
-            self._tf_pub.publish(self._tf_cls(transforms=[tf]))
-
-        tr = res.tracks
-        positions = cv.to_rep103_points(np.asarray(tr.positions, np.float64))
-        arr = Track3DArray()
-        arr.header = hdr
-        items = []
-        for i in range(len(tr)):
-            t = Track3D()
-            t.id = int(tr.ids[i])
-            t.position.x, t.position.y, t.position.z = (float(v) for v in positions[i])
-            t.visible, t.dynamic = bool(tr.visible[i]), bool(tr.dynamic[i])
-            t.confidence, t.sigma2, t.age = float(tr.confidence[i]), float(tr.sigma2[i]), int(max(tr.age[i], 0))
-            items.append(t)
-        arr.tracks = items
-        self.pub_tracks.publish(arr)
-
-        if self.pub_points.get_subscription_count():
-            cloud = cv.cloud_array(cv.to_rep103_points(res.points), res.colors, res.point_confidence,
-                                   int(self._p["ros.max_cloud_points"]))
-            msg = PointCloud2()
-            msg.header = hdr
-            self.pub_points.publish(cv.fill_cloud(msg, PointField, cloud))
-        now = time.monotonic()
-        if (res.map_points is not None and self.pub_map.get_subscription_count()
-                and now - self._last_map >= float(self._p["ros.map_period_s"])):
-            self._last_map = now
-            cloud = cv.cloud_array(cv.to_rep103_points(res.map_points), res.map_colors, None,
-                                   int(self._p["ros.max_map_points"]))
-            msg = PointCloud2()
-            msg.header = hdr
-            self.pub_map.publish(cv.fill_cloud(msg, PointField, cloud))
-        if self.pub_markers.get_subscription_count():
-            self.pub_markers.publish(self._markers(hdr, tr, positions, pose[:3, 3]))
-
+                self.outputs.reset()
+                self.anchor.new_world()
+        self.anchor.on_frame(f.stamp, f.stamp_ns, f.frame_id, self.outputs)
+        self.outputs.publish(res, f.stamp)
         latency = time.monotonic() - f.received
         self._latency.append(latency)
         self.counters.processed += 1
         self._out_rate.tick(time.monotonic())
-        self._publish_status(hdr, res, latency, step_ms)
+        self._publish_status(f.stamp, res, latency, step_ms)
 
-    def _markers(self, hdr: Header, tr: Any, positions: np.ndarray, cam: np.ndarray) -> MarkerArray:
-        hist = cv.to_rep103_points(np.asarray(tr.history, np.float64)) if len(tr) else np.zeros((0, 1, 3))
-        dist = np.linalg.norm(positions - cam, axis=1) if len(tr) else np.ones(1)
-        scale = max(1e-4, 0.004 * float(np.nanmedian(dist)) if np.isfinite(dist).any() else 0.01)
-        ma = MarkerArray()
-        ma.markers = cv.build_markers(
-            Marker, Point, ColorRGBA, hdr, tr.ids, positions, hist, tr.visible, tr.dynamic, tr.confidence,
-            cap=int(self._p["ros.max_marker_tracks"]), trail=int(self._p["ros.marker_history"]),
-            scheme=str(self._p["ros.marker_color"]), scale=scale)
-        return ma
+    # -- status and diagnostics ------------------------------------------------------------------------------------
 
-    def _publish_status(self, hdr: Header, res: Any, latency: float, step_ms: float) -> None:
-        ad = getattr(self.tracker, "adaptation", None)
+    def _publish_status(self, stamp: TimeMsg, res: StepResult, latency: float, step_ms: float) -> None:
+        ad = self.tracker.adaptation
         st = _adaptation_status(ad)
-        s = TrackerStatus()
-        s.header = hdr
         c = self.counters
-        s.frames_received, s.frames_processed = c.received, c.processed
-        s.frames_dropped, s.frames_rejected = c.dropped, c.rejected
-        s.resets = int(getattr(self.tracker, "resets", 0))
-        s.latency_ms, s.step_ms = float(latency * 1e3), float(step_ms)
-        s.metric_scale = bool(res.metric_scale)
-        s.num_tracks = len(res.tracks)
-        s.adaptation_available = ad is not None
-        s.adaptation_enabled = bool(st.get("enabled", False))
-        s.adaptation_busy = bool(st.get("busy", False))
-        s.weights_version = int(st.get("version", getattr(res, "weights_version", 0)) or 0)
-        s.adaptation_rounds = int(st.get("rounds", 0) or 0)
-        s.adaptation_accepted = int(st.get("accepted", 0) or 0)
-        s.adaptation_rolled_back = int(st.get("rolled_back", 0) or 0)
+        s = TrackerStatus(frames_received=c.received, frames_processed=c.processed, frames_dropped=c.dropped,
+                          frames_rejected=c.rejected, resets=int(self.tracker.resets),
+                          latency_ms=float(latency * 1e3), step_ms=float(step_ms),
+                          metric_scale=bool(res.metric_scale), num_tracks=len(res.tracks),
+                          adaptation_available=ad is not None, adaptation_enabled=bool(st.get("enabled", False)),
+                          adaptation_busy=bool(st.get("busy", False)),
+                          weights_version=int(st.get("version", res.weights_version) or 0),
+                          adaptation_rounds=int(st.get("rounds", 0) or 0),
+                          adaptation_accepted=int(st.get("accepted", 0) or 0),
+                          adaptation_rolled_back=int(st.get("rolled_back", 0) or 0))
+        s.header.stamp, s.header.frame_id = stamp, self.outputs.world_frame
         s.last_loss_names, s.last_loss_values = _losses(st.get("last_losses"))
         self._last_status = st
         self.pub_status.publish(s)
 
     def _publish_diagnostics(self) -> None:
+        if self.tracker is None:
+            return
         now = time.monotonic()
         lat = np.array(self._latency) * 1e3 if self._latency else np.zeros(0)
         c = self.counters
-        values = {
-            "input_rate_hz": f"{self._in_rate.hz(now):.2f}",
-            "output_rate_hz": f"{self._out_rate.hz(now):.2f}",
+        tracker = Task("tracker", values={
+            "state": self._state,
+            "input_rate_hz": f"{self._in_rate.hz(now):.2f}", "output_rate_hz": f"{self._out_rate.hz(now):.2f}",
             "latency_p50_ms": f"{np.percentile(lat, 50):.1f}" if len(lat) else "n/a",
             "latency_p95_ms": f"{np.percentile(lat, 95):.1f}" if len(lat) else "n/a",
             "frames_received": str(c.received), "frames_processed": str(c.processed),
             "frames_dropped": str(c.dropped), "frames_rejected": str(c.rejected),
-            "resets": str(getattr(self.tracker, "resets", 0)),
-            "frames_oom_dropped": str(c.oom_dropped),
+            "resets": str(self.tracker.resets), "frames_oom_dropped": str(c.oom_dropped),
             "gpu_memory_mb": self._gpu_memory(),
-        }
-        ad = getattr(self.tracker, "adaptation", None)
-        values["adaptation"] = "unavailable" if ad is None else "enabled" if self._last_status.get("enabled") \
-            else "disabled"
-        for key in ("rounds", "accepted", "rolled_back", "version", "busy", "oom", "window_frames", "disabled_reason"):
-            if key in self._last_status:
-                values[f"adaptation_{key}"] = str(self._last_status[key])
-        values.update({key: str(n) for key, n in c.faults.snapshot().items()})  # e.g. image.step_mismatch: 3
-        st = DiagnosticStatus()
-        st.name = f"{self.get_fully_qualified_name()}: tracker"
-        st.hardware_id = str(getattr(self.tracker, "device", "unknown"))
-        idle = c.received == 0 or now - (self._in_rate._t[-1] if self._in_rate._t else now) > 5.0
+            **{key: str(n) for key, n in c.faults.snapshot().items()},  # e.g. image.step_mismatch: 3
+        })
+        idle = c.received == 0 or now - (self._in_rate.t[-1] if self._in_rate.t else now) > 5.0
         if c.received and c.processed == 0 and not idle:
-            st.level, st.message = DiagnosticStatus.WARN, "receiving images but no output yet"
-        elif idle:
-            st.level, st.message = DiagnosticStatus.OK, "waiting for images"
+            tracker.summary(WARN, "receiving images but no output yet")
         else:
-            st.level, st.message = DiagnosticStatus.OK, "tracking"
-        st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [st]
-        self.pub_diag.publish(arr)
+            tracker.summary(OK, f"{self._state}: waiting for images" if idle else "tracking")
+        inputs = Task("input sync", values={
+            **{f"depth_{k}": str(v) for k, v in vars(self._depth.counts).items()},
+            **{f"camera_info_{k}": str(v) for k, v in vars(self._info.counts).items()},
+            "depth_topic": str(self._p["ros.depth_topic"]) or "none",
+            "metric_scale_from": "depth" if self._p["ros.depth_topic"] and self._p["tracking.use_depth_scale"]
+            else "tracking.metric_scale" if self._p["tracking.metric_scale"] > 0 else "none (model units)"})
+        inputs.summary(WARN if self._depth.counts.missed else OK,
+                       f"{self._depth.counts.missed} frames without their depth image" if self._depth.counts.missed
+                       else "inputs in sync")
+        ad = self.tracker.adaptation
+        adapt = Task("adaptation", values={k: str(v) for k, v in self._last_status.items() if k != "last_losses"})
+        adapt.summary(OK, "unavailable" if ad is None else "enabled" if self._last_status.get("enabled")
+                      else "disabled")
+        if self._last_status.get("disabled_reason"):
+            adapt.summary(WARN, str(self._last_status["disabled_reason"]))
+        tasks = [tracker, frequency_task(f"{self._p['ros.image_topic']} topic status", self._in_rate.hz(now),
+                                         c.received, RATE_WINDOW_S, 0.0), inputs, self.anchor.task(), adapt]
+        self.pub_diag.publish(diagnostic_array(self.get_name(), str(self.tracker.device), tasks,
+                                               self.get_clock().now().to_msg()))
 
     def _gpu_memory(self) -> str:
-        dev = getattr(self.tracker, "device", None)
-        if dev is None or getattr(dev, "type", "cpu") != "cuda":
+        dev = self.tracker.device
+        if getattr(dev, "type", "cpu") != "cuda":
             return "n/a (cpu)"
         import torch
 
         mib = 2**20
-        alloc, reserved = torch.cuda.memory_allocated(dev) / mib, torch.cuda.memory_reserved(dev) / mib
-        return f"{alloc:.0f} allocated, {reserved:.0f} reserved"
-
-    def shutdown(self, timeout: float = 1.2) -> bool:
-        """Stop the tracker worker (after its current frame) and the adaptation worker (keeps and saves its weights)
-        within ``timeout`` s — bounded because supervisors escalate to SIGKILL, which would lose the adapted weights.
-        Returns True when both threads ended; a thread still busy is a daemon and ends with the process."""
-        end = time.monotonic() + timeout
-        self._stop.set()
-        ad = getattr(self.tracker, "adaptation", None)
-        if hasattr(ad, "request_stop"):
-            ad.request_stop()  # both threads wind down at once
-        self._worker.join(timeout=max(0.05, min(0.5 * timeout, end - time.monotonic())))
-        ok = not self._worker.is_alive()
-        if not ok:
-            self.get_logger().warning("tracker worker still busy with a frame at shutdown")
-        if ad is not None and hasattr(ad, "stop"):
-            if ad.stop(timeout=max(0.05, end - time.monotonic())):
-                self.get_logger().info(f"adaptation worker stopped cleanly (weights version "
-                                       f"{getattr(ad, 'version', 0)} kept)")
-            else:
-                ok = False
-                self.get_logger().warning("adaptation worker still in a round at shutdown: it ends with the process")
-        return ok
+        return f"{torch.cuda.memory_allocated(dev) / mib:.0f} allocated, {torch.cuda.memory_reserved(dev) / mib:.0f} " \
+               "reserved"
 
 
 def _stop_with_parent() -> None:
@@ -707,8 +698,7 @@ def node_executor(node: TrackerNode, context: rclpy.context.Context | None = Non
 
     One thread for every callback. rclpy's MultiThreadedExecutor busy-loops while a callback group is occupied and
     messages wait (ros2/rclpy#1223): under a camera flood it held the GIL so much that tracker steps took 1-2 s
-    instead of 0.1 s and the first burst of test_node_load failed. The callbacks only decode and hand over; the
-    tracker and adaptation run in their own threads, so nothing here needs a second executor thread.
+    instead of 0.1 s. The callbacks only decode and hand over; the tracker and adaptation run in their own threads.
     """
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
@@ -718,23 +708,14 @@ def node_executor(node: TrackerNode, context: rclpy.context.Context | None = Non
 def main(argv: list[str] | None = None) -> int:
     """Console script `st4rtrack-node`; ROS arguments after --ros-args.
 
-    SIGINT and SIGTERM stop it the same way, within ~2 s, with rc 0: workers first (adapted weights saved), then
-    the executor, the node and the context. Our own handlers rather than rclpy's: rclpy's SIGTERM handler shuts the
-    context down under the spinning executor (an RCLError, rc 1) while the tracker worker may still publish. A second
-    signal during shutdown kills the process at once.
+    SIGINT and SIGTERM stop it the same way, within ~2 s, with rc 0: the lifecycle shutdown transition (workers
+    first, adapted weights saved), then the executor, the node and the context. Our own handlers rather than
+    rclpy's: rclpy's SIGTERM handler shuts the context down under the spinning executor (an RCLError, rc 1) while
+    the tracker worker may still publish. A second signal during shutdown kills the process at once.
     """
     args = list(sys.argv if argv is None else ["st4rtrack-node", *argv])
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     log = get_logger(NODE_NAME)
-    try:
-        node = TrackerNode()
-    except NodeStartError as e:
-        log.error(str(e))
-        rclpy.try_shutdown()
-        return 1
-    except KeyboardInterrupt:  # SIGINT while the model loads: nothing to save yet
-        rclpy.try_shutdown()
-        return 130
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -743,6 +724,15 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     _stop_with_parent()
+    try:
+        node = TrackerNode()
+    except NodeStartError as e:
+        log.error(str(e))
+        rclpy.try_shutdown()
+        return 1
+    if node.get_parameter("ros.autostart").value and not stop.is_set() and not node.bring_up():
+        log.warning(f"not active; fix the cause above, then `ros2 lifecycle set {node.get_fully_qualified_name()} "
+                    "configure` and `... activate` (the node stays up)")
     executor = node_executor(node)
     try:
         while not stop.is_set() and rclpy.ok():
@@ -751,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         t0 = time.monotonic()
-        node.shutdown()
+        node.trigger_shutdown()
         executor.shutdown(timeout_sec=0.5)
         node.destroy_node()
         rclpy.try_shutdown()

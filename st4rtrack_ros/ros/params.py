@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from st4rtrack_ros.adaptation.worker import PARAM_SETS
+from st4rtrack_ros.model.network import PARAM_SETS
 from st4rtrack_ros.settings import DEFAULT_CONFIG, load_params
 
 PACKAGE = "st4rtrack_ros"
@@ -24,7 +24,7 @@ class ParamSpec:
     """Description, range and mutability of one parameter."""
 
     description: str
-    read_only: bool = True
+    read_only: bool = True  # structural: changeable only while the node is unconfigured (effective at configure)
     min: float | None = None  # inclusive
     max: float | None = None
     choices: tuple[str, ...] | None = None
@@ -110,6 +110,16 @@ SPECS: dict[str, ParamSpec] = {
     "ros.marker_color": ParamSpec("track marker colours", read_only=False, choices=("id", "state")),
     "ros.max_path_length": ParamSpec("poses kept in ~/path", read_only=False, min=1, max=1_000_000),
     "ros.diagnostics_period_s": ParamSpec("/diagnostics period (s)", min=0.05, max=3600.0),
+    "ros.autostart": ParamSpec("configure and activate at start (false: wait for lifecycle transitions)"),
+    "ros.fixed_frame": ParamSpec("the robot's fixed frame (e.g. odom): publish it → world_frame on /tf_static at "
+                                 "each world's first frame; empty = detached world"),
+    "ros.robot_camera_frame": ParamSpec("the robot's camera frame looked up in /tf (optical axes); empty = the "
+                                        "image's header.frame_id"),
+    "ros.tf_timeout_s": ParamSpec("how long after a world's first frame its camera pose is looked for (s)",
+                                  min=0.0, max=3600.0),
+    "ros.sync_slop_s": ParamSpec("depth / CameraInfo match an image whose stamp is this close (s)", min=0.0,
+                                 max=10.0),
+    "ros.sync_max_wait_s": ParamSpec("how long the tracker waits for a late depth image (s)", min=0.0, max=10.0),
 }
 
 

@@ -79,14 +79,16 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
 
 def _make(context: Context, **params: Any) -> TrackerNode:
     overrides = [Parameter(k, value=v) for k, v in params.items()]
-    return TrackerNode(tracker=StandInTracker(), context=context, parameter_overrides=overrides)
+    n = TrackerNode(tracker=StandInTracker(), context=context, parameter_overrides=overrides)
+    assert n.bring_up()
+    return n
 
 
 @pytest.fixture
 def node(context: Context) -> Iterator[TrackerNode]:
     n = _make(context, **{"ros.camera_info_topic": "/cam/info", "ros.depth_topic": "/cam/depth"})
     yield n
-    n.shutdown()
+    n.trigger_shutdown()
     n.destroy_node()
 
 
@@ -172,11 +174,12 @@ def _depth(values: np.ndarray, sec: int, enc: str = "32FC1") -> Image:
 
 def test_camera_info_with_zeros_or_nan_is_ignored_and_the_last_good_k_kept(node: TrackerNode) -> None:
     node._on_camera_info(_info([0.0] * 9))
-    assert node._k is None
+    assert node._info.latest() is None
     good = [40.0, 0, 16, 0, 40, 12, 0, 0, 1]
     node._on_camera_info(_info(good))
     node._on_camera_info(_info([float("nan")] * 9))
-    assert node._k is not None and node._k[0, 0] == 40.0
+    k = node._info.latest()
+    assert k is not None and k[0][0, 0] == 40.0
     assert faults(node) == {"camera_info.invalid": 2}
     feed_good(node, NOW_S)
     assert node.tracker.frames[-1].k is not None
@@ -254,7 +257,7 @@ def test_bad_runtime_updates_are_refused_with_a_reason(node: TrackerNode) -> Non
     assert not bad.successful and "ros.max_image_pixels" in bad.reason
     assert not node.set_parameters([Parameter("ros.marker_color", value="rainbow")])[0].successful
     ro = node.set_parameters([Parameter("tracking.window_size", value=4)])[0]
-    assert not ro.successful and "read-only" in ro.reason.lower()
+    assert not ro.successful and "structural" in ro.reason and "unconfigured" in ro.reason
     assert node.get_parameter("ros.max_image_pixels").value == 8294400  # unchanged
 
 
@@ -270,12 +273,27 @@ def _run_node(tmp_path: Path, *params: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the node's console script is tested on Linux")
-def test_node_process_exits_1_with_a_clear_message(tmp_path: Path) -> None:
+def test_node_process_exits_1_on_a_bad_parameter(tmp_path: Path) -> None:
     bad = _run_node(tmp_path, "ros.max_cloud_points:=0")
     assert bad.returncode == 1 and "bad parameter ros.max_cloud_points" in bad.stderr + bad.stdout
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the node's console script is tested on Linux")
+def test_a_bad_checkpoint_fails_configure_and_the_node_stays_up(tmp_path: Path) -> None:
+    """A lifecycle node: configure fails with the reason, the process stays up (unconfigured) until stopped."""
+    from st4rtrack_ros.ros.live_eval import NodeProcess
+
     cut = tmp_path / "cut.pth"
     cut.write_bytes(b"PK\x03\x04 truncated")
-    ckpt = _run_node(tmp_path, f"model.checkpoint:={cut}", "model.device:=cpu")
-    out = ckpt.stderr + ckpt.stdout
-    assert ckpt.returncode == 1 and "cut.pth" in out and "truncated" in out and "Traceback" not in out
+    node = NodeProcess({"model.checkpoint": str(cut), "model.device": "cpu"},
+                       domain_id=domain_id_for(os.getpid() + 73), log_dir=tmp_path / "node")
+    try:
+        assert _wait(lambda: "not active" in node.log(), timeout=60.0), node.log()
+        time.sleep(0.5)
+        assert node.alive(), node.log()
+    finally:
+        rc = node.stop()
+    out = node.log()
+    assert "configure failed" in out and "cut.pth" in out and "truncated" in out and "Traceback" not in out
+    assert rc == 0, out

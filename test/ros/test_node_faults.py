@@ -46,10 +46,11 @@ def node(monkeypatch: pytest.MonkeyPatch) -> Iterator[TrackerNode]:
     tracker = OnlineTracker(StreamingEngine(net), TrackerConfig(window_size=50, min_visible_fraction=0.0,
                                                                 num_queries=32, map_every=0), worker)
     n = TrackerNode(tracker=tracker, context=ctx)
+    assert n.bring_up()
     try:
         yield n
     finally:
-        n.shutdown()
+        n.trigger_shutdown()
         n.destroy_node()
         rclpy.try_shutdown(context=ctx)
 
@@ -63,11 +64,12 @@ def _frames(n: int) -> list[_Frame]:
     return out
 
 
-def _diagnostics(node: TrackerNode, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def _diagnostics(node: TrackerNode, monkeypatch: pytest.MonkeyPatch, task: str = "tracker") -> dict[str, str]:
     sent: list[Any] = []
     monkeypatch.setattr(node.pub_diag, "publish", sent.append)
     node._publish_diagnostics()
-    return {kv.key: kv.value for kv in sent[-1].status[0].values}
+    status = {st.name: st for st in sent[-1].status}[f"st4rtrack: {task}"]
+    return {"message": status.message, **{kv.key: kv.value for kv in status.values}}
 
 
 def test_an_oom_frame_is_dropped_counted_and_the_next_one_published(node: TrackerNode,
@@ -109,6 +111,7 @@ def test_adaptation_switched_off_by_oom_is_reported_in_diagnostics(node: Tracker
     ad.run_round(snap)
     monkeypatch.setattr(node.pub_status, "publish", lambda _m: None)
     node._process(frames[6])  # inference goes on; the status it publishes carries the worker's state
-    values = _diagnostics(node, monkeypatch)
-    assert values["adaptation"] == "disabled" and values["adaptation_oom"] == "2"
-    assert "out of memory" in values["adaptation_disabled_reason"] and node.counters.processed == 1
+    values = _diagnostics(node, monkeypatch, "adaptation")
+    assert values["enabled"] == "False" and values["oom"] == "2"
+    assert "out of memory" in values["disabled_reason"] and "out of memory" in values["message"]
+    assert node.counters.processed == 1

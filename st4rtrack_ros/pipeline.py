@@ -1,0 +1,97 @@
+"""The front door: a ready :class:`~st4rtrack_ros.tracking.tracker.OnlineTracker` from parameters.
+
+One place resolves the checkpoint (empty = the embedded default), the device (empty = CUDA when available), the
+camera-to-model fit, the engine options, the adaptation worker and resuming its saved weights, so the node, the
+command-line tools and the benchmarks run the same tracker. No rclpy here.
+
+    spec = TrackerSpec.from_params(flat_params)          # dotted names, as the node's parameters / tracker.yaml
+    tracker = build_tracker(spec)
+    result = tracker.step(FrameInput(stamp_ns, rgb, k, depth))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from st4rtrack_ros.settings import default_checkpoint
+
+
+def _section(flat: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Dotted names of one section → the nested dict the core's ``from_dict`` takes."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key.startswith(name + "."):
+            node = out
+            *parents, leaf = key[len(name) + 1:].split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+    return out
+
+
+@dataclass
+class TrackerSpec:
+    """What to build. ``tracking`` and ``adaptation`` are the nested sections of config/tracker.yaml."""
+
+    checkpoint: str = ""
+    device: str = ""
+    fit: str = "crop"
+    tracking: dict[str, Any] = field(default_factory=dict)
+    adaptation: dict[str, Any] | None = None  # None: no adaptation worker
+
+    @classmethod
+    def from_params(cls, flat: Mapping[str, Any]) -> TrackerSpec:
+        """From dotted parameters (``model.checkpoint``, ``tracking.window_size``, ``adaptation.lr``, ...)."""
+        return cls(checkpoint=str(flat.get("model.checkpoint", "")), device=str(flat.get("model.device", "")),
+                   fit=str(flat.get("model.fit", "crop")), tracking=_section(flat, "tracking"),
+                   adaptation=_section(flat, "adaptation"))
+
+    def resolved_checkpoint(self) -> Path:
+        ckpt = Path(self.checkpoint) if self.checkpoint else default_checkpoint()
+        if not ckpt.exists():
+            hint = "" if self.checkpoint else " (the embedded default model is not installed)"
+            raise FileNotFoundError(f"model checkpoint {ckpt} does not exist; pass one with "
+                                    f"`-p model.checkpoint:=/path/to/weights.safetensors`{hint}")
+        return ckpt
+
+    def resolved_device(self) -> torch.device:
+        return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def build_tracker(spec: TrackerSpec, *, net: torch.nn.Module | None = None,
+                  log: Callable[[str], None] = lambda _m: None) -> Any:
+    """Load the network (unless ``net`` is given), wrap it in the fastest streaming engine for its device, add the
+    adaptation worker (resuming saved weights when configured; not started) and return the OnlineTracker.
+
+    Raises CheckpointError / AdaptedCheckpointError / FileNotFoundError / ValueError with a message for the user.
+    """
+    from st4rtrack_ros.adaptation.persistence import AdaptedCheckpointError
+    from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker
+    from st4rtrack_ros.model.checkpoint import load_checkpoint
+    from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
+    from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
+
+    device = spec.resolved_device()
+    if net is None:
+        ckpt = spec.resolved_checkpoint()
+        net = load_checkpoint(ckpt, device=device)
+        log(f"model {ckpt} on {device}")
+    cfg = dataclasses.replace(TrackerConfig.from_dict(spec.tracking), fit=spec.fit)
+    worker = None
+    if spec.adaptation is not None:
+        adapt_cfg = AdaptationConfig.from_dict(spec.adaptation)
+        worker = AdaptationWorker(net, adapt_cfg)
+        log(f"adaptation pseudo-labels: {worker.label_sources()}")
+        if adapt_cfg.resume and adapt_cfg.save_path and Path(adapt_cfg.save_path).exists():
+            try:
+                worker.load()
+                log(f"adaptation: resumed weights version {worker.version} from {adapt_cfg.save_path}")
+            except AdaptedCheckpointError as e:
+                log(f"adaptation: not resuming: {e}")
+    return OnlineTracker(StreamingEngine(net, EngineOptions.fastest(device)), cfg, worker)
