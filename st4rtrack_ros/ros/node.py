@@ -279,7 +279,8 @@ class TrackerNode(LifecycleNode):
         self._worker.start()
         self._state = "active"
         self.get_logger().info(
-            f"ready: active, input {self._image_topic} ({'CompressedImage' if self._p['ros.compressed'] else 'Image'}), "
+            f"ready: active, input {self._image_topic} "
+            f"({'CompressedImage' if self._p['ros.compressed'] else 'Image'}), "
             f"depth {self._p['ros.depth_topic'] or 'none'}, world frame '{self.outputs.world_frame}', camera frame "
             f"'{self.outputs.camera_frame}', fixed frame {self._p['ros.fixed_frame'] or 'none'}")
         return super().on_activate(state)

@@ -76,7 +76,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     node = TrackerNode(tracker=tracker, context=ctx,
                        parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     robot = rclpy.create_node("robot_tf", context=ctx)
-    static_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    static_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
     pub = robot.create_publisher(tf2_msgs.TFMessage, "/tf_static", static_qos)
     got: dict[str, list[Any]] = {"static": [], "pose": [], "points": [], "status": []}
     robot.create_subscription(tf2_msgs.TFMessage, "/tf_static", got["static"].append, static_qos)
