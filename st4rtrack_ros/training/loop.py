@@ -263,6 +263,8 @@ class Trainer:
             raise ValueError(f"global batch_size {cfg.batch_size} must be a multiple of world size {self.dist.world} "
                              f"× pairs_per_seq {cfg.data.pairs_per_seq}")
         self.groups_per_rank = cfg.groups_per_batch // self.dist.world
+        if cfg.amp == "bf16" and self.device.type == "cpu" and not bf16_cpu_supported():
+            log.warning("--amp bf16 on a CPU without native bf16 (AVX-512 BF16/AMX): emulated, expect it slower")
         # Per-rank seeds (rank 0 = the plain run's); the initial weights still agree: DDP broadcasts rank 0's.
         seed_everything(cfg.seed + _RANK_SEED * self.dist.rank)
         mcfg = model_preset(cfg.model_preset).with_image_size(cfg.data.width, cfg.data.height)

@@ -55,8 +55,10 @@ def _recorder(path: Path | None, die_after: int = 0) -> tuple[list[dict], object
         records.append({"step": trainer.step, "params": _param_hash(trainer.net), "pairs": _fingerprints(batch)})
         if path is not None:  # written every step: a killed rank leaves what it did
             path.write_text(json.dumps(records))
-        if die_after and trainer.step == die_after and trainer.dist.rank == 1:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if die_after and trainer.step == die_after:
+            torch.distributed.barrier()  # rank 0 has logged and recorded this step: the kill does not race it
+            if trainer.dist.rank == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
 
     return records, on_step
 
