@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import math
 import os
@@ -38,6 +39,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from st4rtrack_ros.adaptation.pseudo_labels import KLTConfig, anchor_queries, klt_tracks
 from st4rtrack_ros.data.bag_io import BenchmarkBagReader, write_sequence
@@ -339,9 +341,9 @@ def evaluate_bag(net: St4RTrackNet, bag: Path, kind: str, frames: int, device: t
 
 
 def bag_picture(name: str, run: RunResult, arr: dict[str, Any], entry: dict[str, Any], path: Path) -> str:
-    """Three panels: the anchor with its KLT corners (static background green, the rest orange); the last frame with
-    KLT positions (green) and the model's reprojected 3D tracks (red, joined by the residual); the reconstruction
-    and camera path from above (model units)."""
+    """Three panels: the anchor with its KLT corners (static background green, the rest orange); the last frame that
+    still sees a quarter of them, with KLT positions (green) and the model's reprojected 3D tracks (red, joined by
+    the residual); the reconstruction and camera path from above (model units). A 256-colour PNG (small files)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -355,7 +357,8 @@ def bag_picture(name: str, run: RunResult, arr: dict[str, Any], entry: dict[str,
     ax[0].scatter(uv[0, static, 0], uv[0, static, 1], s=6, c="lime", label="static background")
     ax[0].set_title("frame 0: KLT corners", fontsize=9)
     ax[0].legend(fontsize=7, loc="lower right")
-    t = len(rgbs) - 1
+    seen = (vis & np.isfinite(res)).sum(1)
+    t = int(np.flatnonzero(seen >= 0.25 * seen[0])[-1])
     ok = vis[t] & np.isfinite(res[t])
     cam = world_to_camera(torch.as_tensor(np.nan_to_num(pos[t:t + 1])), torch.as_tensor(run.pred_poses[t:t + 1]))
     proj = project(cam, torch.as_tensor(run.k_model))[0][0].numpy()
@@ -367,7 +370,7 @@ def bag_picture(name: str, run: RunResult, arr: dict[str, Any], entry: dict[str,
     ax[1].set_xlim(0, rgbs.shape[2] - 1)
     ax[1].set_ylim(rgbs.shape[1] - 1, 0)
     lf = entry["protocol"]["label_free"]["reprojection_px"]
-    ax[1].set_title(f"frame {t}: residual median {lf['model_median']:.1f} px "
+    ax[1].set_title(f"frame {t}; residual median over all frames {lf['model_median']:.1f} px "
                     f"(nothing moves {lf['nothing_moves_median']:.1f})", fontsize=9)
     ax[1].legend(fontsize=7, loc="lower right")
     for a in ax[:2]:
@@ -394,8 +397,10 @@ def bag_picture(name: str, run: RunResult, arr: dict[str, Any], entry: dict[str,
     fig.suptitle(f"{name} (protocol mode, {len(rgbs)} frames, model image)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=72)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=72)
     plt.close(fig)
+    Image.open(buf).convert("RGB").quantize(256).save(path, optimize=True)
     return path.name
 
 
@@ -490,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--render", type=Path, help="only rewrite the tables of this real_benchmark.json into --out")
     ap.add_argument("--config", type=Path, help="YAML parameters file (its tracking section)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0: torch's default; 1 is several times faster on a busy shared CPU)")
     ap.add_argument("--ignore-camera-info", action="store_true",
                     help="the tracker estimates K from the pointmap even where the bag has CameraInfo")
     return ap
@@ -502,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         write_tables(args.out, table(entries))
         return 0
     device = torch.device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     ckpt = args.checkpoint or default_checkpoint()
     net = load_checkpoint(ckpt, device=device).eval()
     tracker_cfg = TrackerConfig.from_dict(load_section(args.config, "tracking")) if args.config else TrackerConfig()

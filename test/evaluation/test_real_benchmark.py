@@ -83,7 +83,16 @@ def rgbd_bag():
     return path
 
 
-def test_real_rgbd_slice_gives_every_row_with_finite_metrics(rgbd_bag, tmp_path):
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a busy shared 2-core machine two threads run several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_real_rgbd_slice_gives_every_row_with_finite_metrics(rgbd_bag, tmp_path, one_thread):
     device = torch.device("cpu")
     net = load_checkpoint(default_checkpoint(), device=device).eval()
     # A 3-frame window so that the 6-frame online run re-anchors and the scale drift has something to measure.
