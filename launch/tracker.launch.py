@@ -1,73 +1,89 @@
-"""Launch the st4rtrack tracker node (and optionally RViz and a bag player).
+"""Launch the st4rtrack tracker (a lifecycle node), and optionally RViz, a bag player and a recorder.
 
-    ros2 launch st4rtrack_ros tracker.launch.py image_topic:=/camera/color/image_raw rviz:=true
+    ros2 launch st4rtrack_ros tracker.launch.py image:=/camera/color/image_raw \\
+        camera_info:=/camera/color/camera_info depth:=/camera/aligned_depth_to_color/image_raw fixed_frame:=odom
+
+Arguments left empty keep the params file's values (st4rtrack_ros/ros/launch_args.py holds the rules, tested).
+``autostart:=true`` (default) configures and then activates the node; ``autostart:=false`` leaves it unconfigured for
+a lifecycle manager. ``bag:=PATH`` implies sim time and starts playback once the node is active.
 """
 
 import os
+import tempfile
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PythonExpression
-from launch_ros.actions import Node
+from launch.actions import DeclareLaunchArgument, EmitEvent, ExecuteProcess, OpaqueFunction, RegisterEventHandler
+from launch.events import matches_action
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
 
 from launch import LaunchDescription
+from st4rtrack_ros.ros.launch_args import node_setup, record_topics, rviz_config
+
+ARGS = {
+    "namespace": ("", "node namespace (also prefixes the frames)"),
+    "params_file": ("", "parameters file ('' = the package's config/tracker.yaml)"),
+    "image": ("", "camera image topic (remaps the node's input; '' = params file)"),
+    "camera_info": ("", "sensor_msgs/CameraInfo topic ('' = params file)"),
+    "depth": ("", "aligned depth image topic, 32FC1 m or 16UC1 mm ('' = params file)"),
+    "compressed": ("", "true: subscribe <image>/compressed ('' = params file)"),
+    "fixed_frame": ("", "the robot's fixed frame (e.g. odom) the world is joined to ('' = params file)"),
+    "device": ("", "cpu | cuda | cuda:N ('' = params file)"),
+    "checkpoint": ("", "model weights ('' = params file)"),
+    "use_sim_time": ("", "follow /clock ('' = params file; bag:= sets it)"),
+    "autostart": ("true", "configure and activate the node"),
+    "rviz": ("false", "start rviz2 with the package's config, following namespace and frames"),
+    "bag": ("", "rosbag2 to play with --clock once the node is active"),
+    "record": ("", "record the node's outputs into this folder (ros2 bag record)"),
+}
 
 
-def _nodes(context, *args, **kwargs):
-    """The tracker node; parameters that are empty on the command line keep the params file's values."""
+def _setup(context, *args, **kwargs):
+    get = {name: LaunchConfiguration(name).perform(context) for name in ARGS}
     share = get_package_share_directory("st4rtrack_ros")
-    ns = LaunchConfiguration("namespace").perform(context).strip("/")
-    overrides = {
-        "use_sim_time": LaunchConfiguration("use_sim_time").perform(context).lower() == "true",
-        "ros.image_topic": LaunchConfiguration("image_topic").perform(context),
-        "ros.camera_info_topic": LaunchConfiguration("camera_info_topic").perform(context),
-        "ros.compressed": LaunchConfiguration("compressed").perform(context).lower() == "true",
-        "ros.frame_prefix": f"{ns}/" if ns else "",
-    }
-    for arg, name in (("device", "model.device"), ("checkpoint", "model.checkpoint")):
-        value = LaunchConfiguration(arg).perform(context)
-        if value:
-            overrides[name] = value
-    params_file = LaunchConfiguration("params_file").perform(context) or os.path.join(share, "config",
-                                                                                       "tracker.yaml")
-    return [Node(
-        package="st4rtrack_ros",
-        executable="st4rtrack-node",
-        name="st4rtrack",
-        namespace=ns,
-        output="screen",
-        parameters=[params_file, overrides],
-    )]
+    ns = get["namespace"].strip("/")
+    params, remaps = node_setup(get)
+    params_file = get["params_file"] or os.path.join(share, "config", "tracker.yaml")
+    node = LifecycleNode(package="st4rtrack_ros", executable="st4rtrack-node", name="st4rtrack", namespace=ns,
+                         output="screen", parameters=[params_file, params], remappings=remaps)
+
+    def transition(transition_id):
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id))
+
+    actions = [node]
+    on_active = []
+    if get["autostart"].lower() == "true":
+        actions += [
+            RegisterEventHandler(OnStateTransition(target_lifecycle_node=node, goal_state="inactive",
+                                                   entities=[transition(Transition.TRANSITION_ACTIVATE)])),
+            transition(Transition.TRANSITION_CONFIGURE),
+        ]
+    sim_time = bool(params.get("use_sim_time", False))
+    if get["bag"]:
+        on_active.append(ExecuteProcess(cmd=["ros2", "bag", "play", get["bag"], "--clock"], output="screen"))
+    if get["record"]:
+        actions.append(ExecuteProcess(cmd=["ros2", "bag", "record", "-o", get["record"], *record_topics(ns)],
+                                      output="screen"))
+    if on_active:
+        actions.append(RegisterEventHandler(OnStateTransition(target_lifecycle_node=node, goal_state="active",
+                                                              entities=on_active)))
+    if get["rviz"].lower() == "true":
+        with open(os.path.join(share, "rviz", "tracker.rviz")) as f:
+            text = rviz_config(f.read(), ns, get["fixed_frame"])
+        cfg = tempfile.NamedTemporaryFile("w", prefix="st4rtrack_", suffix=".rviz", delete=False)
+        with cfg:
+            cfg.write(text)
+        actions.append(Node(package="rviz2", executable="rviz2", arguments=["-d", cfg.name], output="log",
+                            parameters=[{"use_sim_time": sim_time}]))
+    return actions
 
 
 def generate_launch_description():
-    share = get_package_share_directory("st4rtrack_ros")
-    args = [
-        DeclareLaunchArgument("namespace", default_value="", description="node namespace (also prefixes frames)"),
-        DeclareLaunchArgument("image_topic", default_value="/camera/image_raw", description="sensor_msgs/Image"),
-        DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info",
-                              description="sensor_msgs/CameraInfo ('' = none)"),
-        DeclareLaunchArgument("compressed", default_value="false",
-                              description="subscribe <image_topic>/compressed (CompressedImage)"),
-        DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "tracker.yaml"),
-                              description="parameters file"),
-        DeclareLaunchArgument("device", default_value="", description="cpu | cuda ('' = params file)"),
-        DeclareLaunchArgument("checkpoint", default_value="", description="model weights ('' = params file)"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", description="follow /clock (bags)"),
-        DeclareLaunchArgument("rviz", default_value="false", description="start rviz2 with rviz/tracker.rviz"),
-        DeclareLaunchArgument("bag", default_value="", description="rosbag2 to play (ros2 bag play --clock)"),
-    ]
-    rviz = Node(
-        package="rviz2",
-        executable="rviz2",
-        arguments=["-d", os.path.join(share, "rviz", "tracker.rviz")],
-        condition=IfCondition(LaunchConfiguration("rviz")),
-        output="log",
-    )
-    bag = ExecuteProcess(
-        cmd=["ros2", "bag", "play", LaunchConfiguration("bag"), "--clock"],
-        condition=IfCondition(PythonExpression(["'", LaunchConfiguration("bag"), "' != ''"])),
-        output="screen",
-    )
-    return LaunchDescription([*args, OpaqueFunction(function=_nodes), rviz, bag])
+    return LaunchDescription([
+        *(DeclareLaunchArgument(name, default_value=default, description=text)
+          for name, (default, text) in ARGS.items()),
+        OpaqueFunction(function=_setup),
+    ])

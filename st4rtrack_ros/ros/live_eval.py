@@ -225,6 +225,21 @@ def camera_topics(source: BagSource, image_topic: str | None = None) -> dict[str
     return out
 
 
+def node_inputs_for_bag(bag: Path, image_topic: str | None = None) -> dict[str, Any]:
+    """The node's input parameters that match the bag's camera topics: a bag with only compressed images starts the
+    node on ``<image>/compressed``; a bag without CameraInfo starts it without one (K estimated)."""
+    source = BagSource(bag)
+    try:
+        types = camera_topics(source, image_topic)
+    finally:
+        source.close()
+    img = next(t for t, ty in types.items() if ty in (MSG_IMAGE, MSG_COMPRESSED))
+    compressed = types[img] == MSG_COMPRESSED
+    info = sorted(t for t, ty in types.items() if ty == MSG_CAMERA_INFO)
+    return {"ros.image_topic": img.removesuffix("/compressed") if compressed else img, "ros.compressed": compressed,
+            "ros.camera_info_topic": info[0] if info else ""}
+
+
 def bag_fps(source: BagSource, topic: str) -> float:
     """Frame rate of ``topic`` from its log times."""
     times = [m.log_time_ns for m in source.messages(only=topic)]
@@ -361,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     node = None
     if args.start_node:
-        params: dict[str, Any] = {}
+        params: dict[str, Any] = node_inputs_for_bag(args.bag)
         if args.checkpoint:
             params["model.checkpoint"] = str(args.checkpoint.resolve())
         if args.device:

@@ -210,6 +210,7 @@ class TrackerNode(LifecycleNode):
         self._in_rate, self._out_rate = _Rate(), _Rate()
         self._last_status: dict[str, Any] = {}
         self._state = "unconfigured"
+        self.configuring = False
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if hasattr(self, "add_post_set_parameters_callback"):  # Jazzy and later; Humble applies in the validator
             self.add_post_set_parameters_callback(self._after_set_parameters)
@@ -262,12 +263,19 @@ class TrackerNode(LifecycleNode):
         return self.trigger_configure() == SUCCESS and self.trigger_activate() == SUCCESS
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.configuring = True  # main()'s signal handler interrupts a configure (a model load can take seconds)
         try:
             self._configure()
         except NodeStartError as e:
             self.get_logger().error(f"configure failed: {e}")
             self._teardown()
             return FAILURE
+        except KeyboardInterrupt:
+            self.get_logger().warning("configure interrupted by a signal")
+            self._teardown()
+            return FAILURE
+        finally:
+            self.configuring = False
         self._state = "inactive"
         return SUCCESS
 
@@ -279,7 +287,7 @@ class TrackerNode(LifecycleNode):
         self._worker.start()
         self._state = "active"
         self.get_logger().info(
-            f"ready: active, input {self._image_topic} "
+            f"ready: active, input {self._subs[0].topic_name} "
             f"({'CompressedImage' if self._p['ros.compressed'] else 'Image'}), "
             f"depth {self._p['ros.depth_topic'] or 'none'}, world frame '{self.outputs.world_frame}', camera frame "
             f"'{self.outputs.camera_frame}', fixed frame {self._p['ros.fixed_frame'] or 'none'}")
@@ -351,7 +359,7 @@ class TrackerNode(LifecycleNode):
         tracker, self.tracker = self.tracker, None
         if ad is not None:
             if ad.stop(timeout=max(0.05, end - time.monotonic())):
-                self.get_logger().info(f"adaptation worker stopped (weights version {ad.version} kept)")
+                self.get_logger().info(f"adaptation worker stopped cleanly (weights version {ad.version} kept)")
             else:
                 self.get_logger().warning("adaptation worker still in a round: it ends with the process")
         publishers = self.outputs.all() if self.outputs is not None else []
@@ -712,26 +720,42 @@ def main(argv: list[str] | None = None) -> int:
     SIGINT and SIGTERM stop it the same way, within ~2 s, with rc 0: the lifecycle shutdown transition (workers
     first, adapted weights saved), then the executor, the node and the context. Our own handlers rather than
     rclpy's: rclpy's SIGTERM handler shuts the context down under the spinning executor (an RCLError, rc 1) while
-    the tracker worker may still publish. A second signal during shutdown kills the process at once.
+    the tracker worker may still publish. A signal during start-up abandons it at once (rc 130), and one during a
+    configure (the model load, seconds) fails that transition at once, so a supervisor never has to escalate. Signals within one second count as one (a terminal's Ctrl-C and
+    the one launch forwards); a second one later kills the process at once.
     """
     args = list(sys.argv if argv is None else ["st4rtrack-node", *argv])
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     log = get_logger(NODE_NAME)
+
     stop = threading.Event()
+    first: list[float] = []
+    node: TrackerNode | None = None
 
     def on_signal(signum: int, _frame: Any) -> None:
+        # A terminal's Ctrl-C reaches the whole process group, and a non-interactive launch forwards its own SIGINT
+        # too: signals within a second are one request to stop. A later one means "now" (default action).
+        if first and time.monotonic() - first[0] > 1.0:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        first[:] = first or [time.monotonic()]
         stop.set()
-        signal.signal(signum, signal.SIG_DFL)
+        if node is None or node.configuring:
+            raise KeyboardInterrupt  # abandon the start-up or the model load at once (launch escalates after 5 s)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     _stop_with_parent()
     try:
         node = TrackerNode()
-    except NodeStartError as e:
-        log.error(str(e))
+    except (NodeStartError, KeyboardInterrupt) as e:
+        interrupted = isinstance(e, KeyboardInterrupt)
+        log.info("interrupted during start-up") if interrupted else log.error(str(e))
         rclpy.try_shutdown()
-        return 1
-    if node.get_parameter("ros.autostart").value and not stop.is_set() and not node.bring_up():
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        return 130 if interrupted else 1
+    if node.get_parameter("ros.autostart").value and not node.bring_up() and not stop.is_set():
         log.warning(f"not active; fix the cause above, then `ros2 lifecycle set {node.get_fully_qualified_name()} "
                     "configure` and `... activate` (the node stays up)")
     executor = node_executor(node)

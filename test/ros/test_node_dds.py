@@ -6,6 +6,7 @@ Each module uses its own ROS_DOMAIN_ID and localhost-only discovery; every wait 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -228,11 +229,21 @@ def test_reset_service_and_bad_input_keep_the_node_running(live: Live) -> None:
     assert live.rec.wait_for(lambda: all(diag().get(k) == "1" for k in keys), 5.0), diag()
 
 
-def test_compressed_input(tmp_path: Path) -> None:
+def test_compressed_only_bag_through_eval_live_start_node(tmp_path: Path) -> None:
+    """`st4rtrack-eval --live BAG --start-node` on a bag with only compressed images starts the node on
+    <image>/compressed itself (it timed out waiting for a subscriber before), and the frames come back."""
+    from st4rtrack_ros.ros.live_eval import main as live_main
+    from st4rtrack_ros.ros.live_eval import node_inputs_for_bag
+
     bag = tmp_path / "bag_jpeg"
     assert synth_main([str(bag), "--frames", "6", "--size", "128x96", "--transport", "jpeg", "--tracks", "32",
                        "--object-tracks", "8", "-q"]) == 0
-    for live in _start(tmp_path, domain_id_for(os.getpid() + 37), bag, {"ros.compressed": True}):
-        assert "CompressedImage" in live.node.log()
-        stamps = {ns_from_stamp(m.header.stamp) for m in _msgs(live, "tracks")}
-        assert stamps and stamps <= set(live.sent), _node_log(live)
+    assert node_inputs_for_bag(bag) == {"ros.image_topic": "/camera/image_raw", "ros.compressed": True,
+                                        "ros.camera_info_topic": "/camera/camera_info"}
+    out = tmp_path / "live"
+    rc = live_main([str(bag), "--out", str(out), "--start-node", "--checkpoint", str(_checkpoint(tmp_path)),
+                    "--device", "cpu", "--hz", "2", "--domain-id", str(domain_id_for(os.getpid() + 37))])
+    log = (out / "node" / "node.log").read_text()
+    assert rc == 0 and "CompressedImage" in log, log[-3000:]
+    metrics = json.loads((out / "live_metrics.json").read_text())
+    assert metrics["frames_sent"] == 6 and metrics["frames_out"] >= 5, (metrics, log[-3000:])
