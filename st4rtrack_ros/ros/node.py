@@ -721,8 +721,9 @@ def main(argv: list[str] | None = None) -> int:
     first, adapted weights saved), then the executor, the node and the context. Our own handlers rather than
     rclpy's: rclpy's SIGTERM handler shuts the context down under the spinning executor (an RCLError, rc 1) while
     the tracker worker may still publish. A signal during start-up abandons it at once (rc 130), and one during a
-    configure (the model load, seconds) fails that transition at once, so a supervisor never has to escalate. Signals within one second count as one (a terminal's Ctrl-C and
-    the one launch forwards); a second one later kills the process at once.
+    configure (the model load, seconds) fails that transition at once, so a supervisor never has to escalate.
+    Signals within one second count as one (a terminal's Ctrl-C and the one launch forwards); a second one later
+    kills the process at once.
     """
     args = list(sys.argv if argv is None else ["st4rtrack-node", *argv])
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
