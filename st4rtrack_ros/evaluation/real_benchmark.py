@@ -200,9 +200,10 @@ def static_jitter(positions: np.ndarray, visible: np.ndarray, static: np.ndarray
     return float(np.median(rms) / scene_depth)
 
 
-def _median(x: np.ndarray) -> float:
+def _median(x: np.ndarray, q: float = 50.0) -> float:
+    """The q-th percentile (default the median) of the finite values; NaN when there are none."""
     x = x[np.isfinite(x)]
-    return float(np.median(x)) if x.size else float("nan")
+    return float(np.percentile(x, q)) if x.size else float("nan")
 
 
 def label_free(run: RunResult, rec: RecordingTracker) -> dict[str, Any]:
@@ -222,13 +223,12 @@ def label_free(run: RunResult, rec: RecordingTracker) -> dict[str, Any]:
         "klt_visible_last_frame": int(vis[-1].sum()),
         "static_tracks": int(static.sum()),
         "reprojection_px": {
-            "model_median": _median(res[scored]), "model_p90": float(np.nanpercentile(res[scored], 90))
-            if scored.any() else float("nan"),
+            "model_median": _median(res[scored]), "model_p90": _median(res[scored], 90),
             "model_frame0_median": _median(res[0][vis[0]]),  # K vs the pointmap's own focal (no pose involved)
             "model_static_median": _median(res[scored & static[None]]),
-            "model_moving_median": _median(res[scored & ~static[None]]),
+            "model_moving_median": _median(res[scored & ~static[None]]),  # every track not classed static
             "nothing_moves_median": _median(moved[scored]),
-            "nothing_moves_p90": float(np.percentile(moved[scored], 90)) if scored.any() else float("nan"),
+            "nothing_moves_p90": _median(moved[scored], 90),
             "n": int(scored.sum()),
             "model_width_px": int(rgbs.shape[2]),
         },
