@@ -79,8 +79,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     static_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
     pub = robot.create_publisher(tf2_msgs.TFMessage, "/tf_static", static_qos)
-    got: dict[str, list[Any]] = {"static": [], "pose": [], "points": [], "status": []}
+    got: dict[str, list[Any]] = {"static": [], "tf": [], "pose": [], "points": [], "status": []}
     robot.create_subscription(tf2_msgs.TFMessage, "/tf_static", got["static"].append, static_qos)
+    robot.create_subscription(tf2_msgs.TFMessage, "/tf", got["tf"].append, 100)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     ex.add_node(robot)
@@ -114,7 +115,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             node._on_depth(_image(f, depth=True))
             node._on_image(_image(f))
             assert _wait(lambda n=f.index: len(got["status"]) == n + 1)
-        assert _wait(lambda: len(got["static"]) >= 1)
+        assert _wait(lambda: len(got["static"]) >= 1 and len(got["tf"]) >= len(frames))
         yield {"frames": frames, "node": node, "got": got, "k": seq.k}
     finally:
         stop.set()
@@ -145,6 +146,14 @@ def test_fixed_frame_to_world_is_published_and_outputs_land_on_the_truth_in_odom
         in_odom = m_odom_world @ cam
         assert np.abs(in_odom[:3, 3] - f.pose[:3, 3]).max() < 5e-3, f.index
         assert np.abs(in_odom[:3, :3] - f.pose[:3, :3]).max() < 1e-3, f.index
+    # /tf carries the same camera poses (world → the node's own camera frame), stamped with the images
+    tf = {(t.header.stamp.sec, t.header.stamp.nanosec): t for m in got["tf"] for t in m.transforms}
+    for f, pose in zip(frames, got["pose"], strict=True):
+        t = tf[stamp_from_ns(f.stamp_ns)]
+        assert (t.header.frame_id, t.child_frame_id) == ("st4r_world", "st4r_camera_optical")
+        as_transform = type("T", (), {"translation": pose.pose.position, "rotation": pose.pose.orientation})()
+        np.testing.assert_allclose(matrix_from_transform(t.transform), matrix_from_transform(as_transform),
+                                   atol=1e-6)  # q and -q are one rotation: compare matrices
     # the last frame's cloud, taken into odom through the published transform, lies on that frame's true surface
     f, cloud = frames[-1], got["points"][-1]
     xyz = np.frombuffer(bytes(cloud.data), np.float32).reshape(-1, cloud.point_step // 4)[:, :3].astype(np.float64)
