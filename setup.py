@@ -35,6 +35,7 @@ setup(
             "st4rtrack-study = st4rtrack_ros.evaluation.study:main",
             "st4rtrack-train = st4rtrack_ros.training.cli:main",
             "st4rtrack-node = st4rtrack_ros.ros.node:main",
+            "st4rtrack-real-bench = st4rtrack_ros.evaluation.real_benchmark:main",
         ],
     },
 )
