@@ -3,7 +3,12 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint unit bench bench-gpu demo clean
+JAZZY_VENV := .venv-jazzy
+# Node tests over DDS that run again under ROS 2 Jazzy (the default venv is Kilted).
+JAZZY_TESTS := test/ros/test_node_dds.py test/ros/test_node_lifecycle.py test/ros/test_node_tf_sync.py \
+	test/ros/test_node_bad_input.py
+
+.PHONY: setup test lint unit bench bench-gpu demo clean setup-jazzy test-jazzy
 
 setup:
 	@scripts/setup_env.sh
@@ -17,6 +22,13 @@ unit: setup
 # Lint, then the whole test suite. pytest exits 5 when it collects nothing: that is a failure here too.
 test: lint unit
 
+# A second venv with ROS 2 Jazzy wheels (requirements/ros-jazzy.txt; same base/dev pins), then the node tests over DDS.
+setup-jazzy:
+	@ST4R_ROS_DISTRO=jazzy ST4R_VENV=$(CURDIR)/$(JAZZY_VENV) scripts/setup_env.sh
+
+test-jazzy: setup-jazzy
+	$(JAZZY_VENV)/bin/python -m pytest -q $(JAZZY_TESTS)
+
 bench: setup
 	$(PY) benchmarks/bench_model.py
 
@@ -26,4 +38,4 @@ demo: setup
 	$(PY) -m st4rtrack_ros.demo $(DEMO_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(JAZZY_VENV) .pytest_cache .ruff_cache

@@ -8,13 +8,20 @@
 #   ST4R_SKIP_ROS=1 ...             leave out the ROS 2 wheels (a machine with a real ROS 2 install: source it instead)
 #   ST4R_PYTHON=python3.11 ...      interpreter used to create the venv
 #   ST4R_VENV=/tmp/v ...            venv location (default .venv; used to time a clean install)
+#   ST4R_ROS_DISTRO=jazzy ...       ROS 2 Jazzy (requirements/ros-jazzy.txt) instead of Kilted, in its own venv
+#                                   (default .venv-jazzy; `make test-jazzy`); no colcon step
 #
-# ROS 2 comes from PyPI wheels (requirements/ros.txt); the venv root is the ROS install prefix. Source
+# ROS 2 comes from PyPI wheels (requirements/ros.txt, or ros-jazzy.txt); the venv root is the ROS install prefix. Source
 # scripts/ros_env.sh for shells and CMake; Python processes in the venv find the libraries by themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-VENV="${ST4R_VENV:-$ROOT/.venv}"
+DISTRO="${ST4R_ROS_DISTRO:-kilted}"
+case "$DISTRO" in
+  kilted) ROS_REQS=requirements/ros.txt; VENV="${ST4R_VENV:-$ROOT/.venv}" ;;
+  jazzy) ROS_REQS=requirements/ros-jazzy.txt; VENV="${ST4R_VENV:-$ROOT/.venv-jazzy}" ;;
+  *) printf '[setup] error: ST4R_ROS_DISTRO=%s: kilted or jazzy\n' "$DISTRO" >&2; exit 1 ;;
+esac
 PY="${ST4R_PYTHON:-python3}"
 STAMPS="$VENV/.stamps"
 
@@ -55,9 +62,26 @@ install_python_deps() {
   "$VENV/bin/pip" install --disable-pip-version-check -q "${reqs[@]}"
 }
 
-# ROS 2 Kilted wheels (runtime + rosidl/ament build tools), pinned; base.txt constrains the shared packages.
+# A venv holds one ROS distro: the Jazzy wheels (`ros-jazzy-*` pin `ros-rclpy==7.1.6`, ...) share their
+# distribution names with the Kilted ones, so installing one set over the other would mix them without an error.
+# The distro is recorded in the venv; a venv from before this record, with ROS installed, is Kilted.
+check_ros_distro() {
+  local record="$VENV/.ros-distro" have=
+  if [ -f "$record" ]; then
+    have=$(cat "$record")
+  elif [ -f "$STAMPS/ros" ]; then
+    have=kilted
+  fi
+  if [ -n "$have" ] && [ "$have" != "$DISTRO" ]; then
+    log "error: $VENV holds ROS 2 $have, not $DISTRO; use another venv (ST4R_VENV) for $DISTRO"
+    return 1
+  fi
+  echo "$DISTRO" > "$record"
+}
+
+# ROS 2 wheels of $DISTRO (runtime + rosidl/ament build tools), pinned; base.txt constrains the shared packages.
 install_ros() {
-  "$VENV/bin/pip" install --disable-pip-version-check -q -r requirements/ros.txt -c requirements/base.txt
+  "$VENV/bin/pip" install --disable-pip-version-check -q -r "$ROS_REQS" -c requirements/base.txt
   fix_ros_cmake_paths
 }
 
@@ -82,7 +106,8 @@ fix_ros_cmake_paths() {
 # tf2_msgs/TFMessage (scripts/venv_msgs/tf2_msgs), built with rosidl + plain CMake into the venv prefix.
 # The generated Python of st4rtrack_ros goes to a staging folder and then into the source package, in place (like
 # `build_ext --inplace`; git-ignored): an installed copy of the package `st4rtrack_ros` in site-packages would be
-# found before the editable source and hide it. tf2_msgs installs normally.
+# found before the editable source and hide it. tf2_msgs installs normally. A Jazzy venv shares the work tree with
+# the Kilted one and must not overwrite its in-place modules: see install_msgs_overlay.
 # cmake_build NAME SRC [EXTRA CMAKE ARGS...]
 cmake_build() {
   local name=$1 src=$2; shift 2
@@ -110,13 +135,50 @@ build_messages() {
   cmake_build tf2_msgs scripts/venv_msgs/tf2_msgs
   rm -rf "$stage"
   cmake_build st4rtrack_ros . -DST4R_MESSAGES_ONLY=ON -DPYTHON_INSTALL_DIR="$stage"
-  rm -rf st4rtrack_ros/msg st4rtrack_ros/_st4rtrack_ros_s.* st4rtrack_ros/st4rtrack_ros_s__*.so
-  cp -r "$stage/st4rtrack_ros/msg" st4rtrack_ros/msg
-  cp "$stage"/st4rtrack_ros/st4rtrack_ros_s__*.so st4rtrack_ros/
+  if [ "$DISTRO" = kilted ]; then
+    rm -rf st4rtrack_ros/msg st4rtrack_ros/_st4rtrack_ros_s.* st4rtrack_ros/st4rtrack_ros_s__*.so
+    cp -r "$stage/st4rtrack_ros/msg" st4rtrack_ros/msg
+    cp "$stage"/st4rtrack_ros/st4rtrack_ros_s__*.so st4rtrack_ros/
+  else
+    install_msgs_overlay "$stage/st4rtrack_ros"
+  fi
   # an older layout's separate message package (st4rtrack_msgs) would shadow nothing but confuse: remove it
   rm -rf "$VENV"/lib/python3.*/site-packages/st4rtrack_msgs*
   "$VENV/bin/python" -c 'from st4rtrack_ros.msg import Track3DArray, TrackerStatus; from tf2_msgs.msg import TFMessage' \
     || { log "error: messages built but do not import"; return 1; }
+}
+
+# Messages of a second distro's venv (Jazzy), kept out of the shared work tree: the generated modules go to
+# $MSG_OVERLAY and a start-up hook (.pth) puts a finder first on sys.meta_path that serves `st4rtrack_ros.msg` and
+# the type-support extensions `st4rtrack_ros.st4rtrack_ros_s__*` from there; the rest of `st4rtrack_ros` is still
+# the editable source. Every process of this venv (tests, node subprocesses) runs the hook at start-up.
+MSG_OVERLAY="$VENV/st4rtrack_ros-msgs"
+install_msgs_overlay() {
+  local src=$1 site
+  site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  rm -rf "$MSG_OVERLAY"; mkdir -p "$MSG_OVERLAY"
+  cp -r "$src/msg" "$MSG_OVERLAY/msg"
+  cp "$src"/st4rtrack_ros_s__*.so "$MSG_OVERLAY/"
+  cat > "$site/_st4r_msgs_overlay.py" <<EOF
+# Written by scripts/setup_env.sh (ST4R_ROS_DISTRO=$DISTRO): this venv's messages, not the work tree's in-place ones.
+import sys
+from importlib.machinery import PathFinder
+
+_DIR = "$MSG_OVERLAY"
+
+
+class MessagesOverlay:
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        if fullname == "st4rtrack_ros.msg" or fullname.startswith("st4rtrack_ros.st4rtrack_ros_s__"):
+            return PathFinder.find_spec(fullname, [_DIR])
+        return None
+
+
+if MessagesOverlay not in sys.meta_path:
+    sys.meta_path.insert(0, MessagesOverlay)
+EOF
+  echo 'import _st4r_msgs_overlay' > "$site/_st4r_msgs_overlay.pth"
 }
 
 # colcon from PyPI: CI builds this repository as a colcon workspace against the venv's ROS wheels.
@@ -144,12 +206,20 @@ system_packages
 make_venv
 run_step python-deps requirements/base.txt requirements/dev.txt -- install_python_deps
 if [ "${ST4R_SKIP_ROS:-0}" != "1" ]; then
+  check_ros_distro
   # the in-place message modules are git-ignored: a fresh work tree over a kept venv must rebuild them
-  [ -f st4rtrack_ros/msg/__init__.py ] || rm -f "$STAMPS/messages"
-  run_step ros requirements/ros.txt requirements/base.txt -- install_ros
+  if [ "$DISTRO" = kilted ]; then
+    [ -f st4rtrack_ros/msg/__init__.py ] || rm -f "$STAMPS/messages"
+  else
+    [ -f "$MSG_OVERLAY/msg/__init__.py" ] || rm -f "$STAMPS/messages"
+  fi
+  run_step ros "$ROS_REQS" requirements/base.txt -- install_ros
   run_step messages CMakeLists.txt package.xml msg/*.msg scripts/venv_msgs/tf2_msgs/{package.xml,CMakeLists.txt,msg/TFMessage.msg} \
-    requirements/ros.txt -- build_messages
-  run_step colcon requirements/colcon.txt requirements/base.txt -- install_colcon
+    "$ROS_REQS" -- build_messages
+  # colcon (CI's workspace check) runs against the default distro only
+  if [ "$DISTRO" = kilted ]; then
+    run_step colcon requirements/colcon.txt requirements/base.txt -- install_colcon
+  fi
 fi
 run_step package setup.py -- install_package
 log "ready: $VENV"
