@@ -5,6 +5,11 @@ synthetic bag through the online tracker with adaptation rounds run synchronousl
 the evaluation harness. Variants differ only in their loss switches (or run no adaptation). Results are appended to
 ``results.jsonl`` as cells finish (a rerun skips finished cells), then summarised: ``study.md`` (mean ± sd over
 seeds), error-vs-corruption and error-vs-preset plots, and the held-out loss before/after each round (stability).
+
+A clean ablation (config/study_ablation.yaml) names each variant's ``neighbours``: the variant it differs from by
+exactly one resolved :class:`LossConfig` field (checked at load), and the summary adds the paired difference to that
+neighbour with its spread. ``gate: false`` accepts every round with finite weights and loss, so a table shows what
+the losses do rather than what the held-out gate lets through.
 """
 
 from __future__ import annotations
@@ -20,15 +25,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
+from st4rtrack_ros.adaptation.losses import LossConfig
 from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker
 from st4rtrack_ros.data.bag_io import read_frames, write_sequence
 from st4rtrack_ros.data.sequence import make_sequence
 from st4rtrack_ros.evaluation.report import compute_metrics
 from st4rtrack_ros.evaluation.runner import RunConfig, run_frames
 from st4rtrack_ros.model.checkpoint import load_checkpoint
+from st4rtrack_ros.model.network import St4RTrackNet
+from st4rtrack_ros.model.preprocess import preprocess
 from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
+from st4rtrack_ros.model.uncertainty import sigma2_from_conf
 from st4rtrack_ros.settings import check_keys, default_checkpoint
 from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
 
@@ -58,12 +68,53 @@ class StudyConfig:
     adaptation: dict[str, Any] = dataclasses.field(default_factory=lambda: {"every_n_frames": 8, "steps": 4})
     tracking: dict[str, Any] = dataclasses.field(default_factory=dict)
     device: str = "cpu"
+    # variant → its neighbour: the variant it differs from by exactly one resolved LossConfig field (checked here,
+    # so an ablation row cannot silently change two things); the summary reports the paired difference to it.
+    neighbours: dict[str, str] = dataclasses.field(default_factory=dict)
+    # False: the held-out validation gate is off, every round with finite weights and loss is accepted. Why: each
+    # variant's gate uses its own loss, so with the gate on a variant can "win" by keeping fewer rounds.
+    gate: bool = True
+
+    def __post_init__(self) -> None:
+        for v, n in self.neighbours.items():
+            if v not in self.variants or n not in self.variants:
+                raise ValueError(f"neighbours: {v!r} → {n!r} names a variant that is not in variants")
+            diff = switch_diff(self.loss_config(n), self.loss_config(v))
+            if len(diff) != 1:
+                raise ValueError(f"variant {v!r} must differ from its neighbour {n!r} by exactly one switch, "
+                                 f"differs by {len(diff)}: {diff}")
 
     @classmethod
     def from_yaml(cls, path: Path) -> StudyConfig:
         d = yaml.safe_load(path.read_text()) or {}
         check_keys(cls, d, "study keys")
         return cls(**d)
+
+    def adaptation_config(self, variant: str, corruption: float = 0.0) -> AdaptationConfig | None:
+        """The worker configuration of a variant's cells (None: no adaptation)."""
+        loss = self.variants[variant]
+        if loss is None:
+            return None
+        noisy = corruption > 0
+        gate = {} if self.gate else {"min_improvement": -math.inf}  # after < before · ∞: any finite round passes
+        return AdaptationConfig.from_dict({**self.adaptation, **gate, "enabled": True, "synchronous": True,
+                                           "loss": loss, "corrupt_tracks": corruption,
+                                           "depth_noise": self.depth_noise if noisy else 0.0,
+                                           "depth_holes": self.depth_holes if noisy else 0.0})
+
+    def loss_config(self, variant: str) -> LossConfig | None:
+        """The loss a variant's worker optimises, resolved as the worker resolves it (its defaults + overrides)."""
+        ad = self.adaptation_config(variant)
+        return None if ad is None else ad.loss_config()
+
+
+def switch_diff(a: LossConfig | None, b: LossConfig | None) -> dict[str, tuple[Any, Any]]:
+    """The LossConfig fields in which ``a`` and ``b`` differ, name → (a's, b's); None (no adaptation) differs from
+    any loss by the whole loss, reported as one pseudo-field ``adaptation``."""
+    if a is None or b is None:
+        return {} if a is b else {"adaptation": (a is not None, b is not None)}
+    return {f.name: (getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(LossConfig)
+            if getattr(a, f.name) != getattr(b, f.name)}
 
 
 def _cell_key(preset: str, corruption: float, seed: int, variant: str) -> str:
@@ -74,15 +125,8 @@ def run_cell(cfg: StudyConfig, bag: Path, corruption: float, variant: str) -> di
     """One cell: fresh model, tracker (+ worker unless 'no adaptation'), harness metrics and round history."""
     ckpt = Path(cfg.checkpoint) if cfg.checkpoint else default_checkpoint()
     net = load_checkpoint(ckpt, device=cfg.device)
-    loss = cfg.variants[variant]
-    worker = None
-    if loss is not None:
-        noisy = corruption > 0
-        ad = AdaptationConfig.from_dict({**cfg.adaptation, "enabled": True, "synchronous": True, "loss": loss,
-                                         "corrupt_tracks": corruption,
-                                         "depth_noise": cfg.depth_noise if noisy else 0.0,
-                                         "depth_holes": cfg.depth_holes if noisy else 0.0})
-        worker = AdaptationWorker(net, ad)
+    ad = cfg.adaptation_config(variant, corruption)
+    worker = AdaptationWorker(net, ad) if ad is not None else None
     tracker_cfg = TrackerConfig.from_dict({**cfg.tracking, "use_depth_scale": False})
     tracker = OnlineTracker(StreamingEngine(net, EngineOptions.fastest(cfg.device)), tracker_cfg, worker)
     t0 = time.perf_counter()
@@ -99,8 +143,21 @@ def run_cell(cfg: StudyConfig, bag: Path, corruption: float, variant: str) -> di
         "delta_1_25": m.get("depth", {}).get("delta_1_25"), "ate": m.get("camera", {}).get("ate"),
         "rounds": worker.rounds if worker else 0, "accepted": worker.accepted if worker else 0,
         "rolled_back": worker.rolled_back if worker else 0, "diverged": diverged, "history": hist,
+        "drift": worker.max_relative_drift() if worker else 0.0, **_sigma2_probe(net, bag, cfg.device),
         "seconds": time.perf_counter() - t0,
     }
+
+
+@torch.no_grad()
+def _sigma2_probe(net: St4RTrackNet, bag: Path, device: str) -> dict[str, float]:
+    """Mean σ² (``sigma2_from_conf``) of both heads on the pair (first frame, last frame) after the run: where a
+    learned σ² went (the no-adaptation cell of the same bag gives the base weights' value)."""
+    frames = list(read_frames(bag))
+    wh = tuple(net.config.img_size)
+    x = torch.stack([preprocess(f.image, wh)[0] for f in (frames[0], frames[-1])]).to(device)
+    out = net(x[:1], x[1:])
+    return {"sigma2_track": float(sigma2_from_conf(out.track_conf).mean()),
+            "sigma2_recon": float(sigma2_from_conf(out.recon_conf).mean())}
 
 
 def run_study(cfg: StudyConfig, out: Path, log: Any = sys.stderr) -> list[dict[str, Any]]:
@@ -146,6 +203,20 @@ def _ms(vals: list[Any]) -> str:
     return f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
 
 
+def _spread(d: list[float], digits: int = 4) -> str:
+    """Mean ± sd of paired differences and the 95 % t-interval of their mean: "+0.0120 ± 0.0300 [−0.0100, +0.0340]"."""
+    if not d:
+        return "–"
+    m = statistics.mean(d)
+    if len(d) < 2:
+        return f"{m:+.{digits}f}"
+    from scipy.stats import t as student_t  # pinned in requirements/base.txt
+
+    sd = statistics.stdev(d)
+    half = float(student_t.ppf(0.975, len(d) - 1)) * sd / math.sqrt(len(d))
+    return f"{m:+.{digits}f} ± {sd:.{digits}f} [{m - half:+.{digits}f}, {m + half:+.{digits}f}]"
+
+
 def _paired(results: list[dict[str, Any]], variant: str, ref: str, key: str) -> list[float]:
     """``key`` of ``variant`` minus that of ``ref`` over the cells (preset, corruption, seed) both have."""
     by = {(r["preset"], r["corruption"], r["seed"], r["variant"]): r.get(key) for r in results}
@@ -163,7 +234,7 @@ def write_summary(cfg: StudyConfig, results: list[dict[str, Any]], out: Path) ->
     lines = ["# St4RTrack vs St4RTrack+ study", "",
              f"presets {cfg.presets}, corruption {cfg.corruption} (depth noise {cfg.depth_noise}, holes "
              f"{cfg.depth_holes} when > 0), seeds {cfg.seeds}, {cfg.frames} frames at {cfg.size[0]}×{cfg.size[1]}, "
-             f"adaptation {cfg.adaptation}", "",
+             f"adaptation {cfg.adaptation}, validation gate {'on' if cfg.gate else 'off'}", "",
              "Tracking EPE (m, median-scale aligned; mean ± sd over seeds):", "",
              "| preset | corruption | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
     for preset, corr in itertools.product(cfg.presets, cfg.corruption):
@@ -190,6 +261,40 @@ def write_summary(cfg: StudyConfig, results: list[dict[str, Any]], out: Path) ->
             d = _paired(results, v, ref, key)
             cols += [f"{statistics.mean(d):+.4f}" if d else "–", f"{sum(x < 0 for x in d)}/{len(d)}"]
         lines.append(f"| {v} | " + " | ".join(cols) + " |")
+    if cfg.neighbours:
+        lines += ["", "Each variant against its neighbour (the variant it differs from by one switch): paired "
+                  "difference over (preset, corruption, seed), mean ± sd [95 % t-interval of the mean]; wins = "
+                  "cells where the variant is lower; same = cells with bit-identical EPE:", "",
+                  "| variant | neighbour | switch | ΔEPE | wins | same | ΔAbsRel | wins | ΔATE | wins |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for v, n in cfg.neighbours.items():
+            sw = ", ".join(f"{k}: {a} → {b}" for k, (a, b) in
+                           switch_diff(cfg.loss_config(n), cfg.loss_config(v)).items())
+            cols = []
+            for key in ("epe", "abs_rel", "ate"):
+                d = _paired(results, v, n, key)
+                cols += [_spread(d), f"{sum(x < 0 for x in d)}/{len(d)}"]
+                if key == "epe":
+                    cols.append(f"{sum(x == 0 for x in d)}/{len(d)}")
+            lines.append(f"| {v} | {n} | {sw} | " + " | ".join(cols) + " |")
+        lines += ["", "Each variant against no adaptation (same pairing; same = bit-identical EPE), rounds, the "
+                  "worst round (held-out loss after / before), largest relative weight drift, and mean σ² of "
+                  "head 1 / head 2 on the pair (first, last frame) after the run:", "",
+                  "| variant | ΔEPE vs no adaptation | wins | same | ΔAbsRel | accepted / rounds | worst round | "
+                  "drift | σ² head 1 | σ² head 2 |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for v in variants[1:]:
+            rs = [r for r in results if r["variant"] == v]
+            d, da = _paired(results, v, ref_none, "epe"), _paired(results, v, ref_none, "abs_rel")
+            ratios = [h["loss_after"] / h["loss_before"] for r in rs for h in r["history"]
+                      if h["loss_before"] and math.isfinite(h["loss_before"]) and math.isfinite(h["loss_after"])]
+            lines.append(f"| {v} | {_spread(d)} | {sum(x < 0 for x in d)}/{len(d)} | {sum(x == 0 for x in d)}/"
+                         f"{len(d)} | {_spread(da)} | {sum(r['accepted'] for r in rs)} / "
+                         f"{sum(r['rounds'] for r in rs)} | {max(ratios, default=math.nan):.2f}× | "
+                         f"{max((r.get('drift', math.nan) for r in rs), default=math.nan):.2e} | "
+                         f"{_ms([r.get('sigma2_track') for r in rs])} | {_ms([r.get('sigma2_recon') for r in rs])} |")
+        base = [r for r in results if r["variant"] == ref_none]
+        lines.append(f"| {ref_none} | – | – | – | – | – | – | – | {_ms([r.get('sigma2_track') for r in base])} | "
+                     f"{_ms([r.get('sigma2_recon') for r in base])} |")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for i, v in enumerate(variants):  # one colour per variant in every panel
         ys = [statistics.mean([r["epe"] for r in results if r["variant"] == v and r["corruption"] == c
