@@ -41,7 +41,7 @@ _FLAGS: dict[str, tuple[str, str, Any, str]] = {
     "--ckpt-every": ("", "ckpt_every", int, "write the resumable checkpoint every K steps"),
     "--log-every": ("", "log_every", int, "progress line every K steps"),
     "--time-budget-s": ("", "time_budget_s", float, "stop cleanly (checkpoint + export) after this wall time"),
-    "--amp": ("", "amp", str, "auto (bf16 on CUDA) | bf16 (also CPU; pays off with AVX-512 BF16/AMX) | none"),
+    "--amp": ("", "amp", str, "auto (bf16 on CUDA) | bf16 (also CPU: native with AVX-512 BF16/AMX) | none"),
     "--init": ("", "init", str, "start from these weights (.safetensors, HF folder or official .pth)"),
     "--pool-groups": ("", "pool_groups", int,
                       "cycle over a pool of N training sequences (1: overfit check; with --cache-dir: render once)"),
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dynamic-reweight", action="store_true", help="plain confidence weighting on moving pixels")
     p.add_argument("--freeze-encoder", action="store_true", help="train decoders and heads only")
     p.add_argument("--grad-checkpoint", action="store_true",
-                   help="activation checkpointing of the transformer blocks (less memory, ~1/3 more compute)")
+                   help="activation checkpointing of the transformer blocks (less memory, one more forward of them)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads in the main process (1 is fastest on a busy 2-core CPU)")
     p.add_argument("--budget-schedule", action="store_true",

@@ -72,8 +72,8 @@ class TrainConfig:
     budget_schedule: bool = False  # cosine follows max(step, time) progress (wall-clock dependent: no exact resume)
     amp: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU) | "bf16" | "none"
     freeze_encoder: bool = False
-    # Recompute each transformer block's activations in the backward pass (activation checkpointing): ~1/3 more
-    # compute for far less activation memory (what lets vitl_512 train at a useful batch).
+    # Recompute each transformer block's activations in the backward pass (activation checkpointing): one more
+    # forward pass of the blocks per step for far less activation memory (for vitl_512 at a useful batch).
     grad_checkpoint: bool = False
     # The subset of parameters trained (model.network.PARAM_SETS); "recon_head" trains head 2 alone, which cannot
     # change the tracking pointmaps (head 1 and everything it reads stay as loaded).
