@@ -11,7 +11,9 @@ Message builders take the message classes as arguments, so this module and its t
 from __future__ import annotations
 
 import colorsys
+import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -162,53 +164,248 @@ def marker_id(track_id: int) -> int:
     return int(track_id) % (2**31 - 1)
 
 
+@dataclass
+class MarkerPlan:
+    """What one frame's markers draw (REP 103 world): the heads (one SPHERE_LIST) and one LINE_STRIP per track with
+    two or more finite points. Shared by the message-object and the CDR builders."""
+
+    head_points: np.ndarray  # (H, 3) float64
+    head_colors: np.ndarray  # (H, 4) float32 RGBA
+    strip_ids: list[int]  # marker ids (folded track ids)
+    strip_colors: np.ndarray  # (S, 4) float32 RGBA
+    strip_widths: np.ndarray  # (S,) float64 line width
+    strips: list[np.ndarray]  # S × (L_i, 3) float64, L_i ≥ 2
+    scale: float  # head sphere diameter / 2.5
+
+
+def plan_markers(ids: np.ndarray, positions: np.ndarray, history: np.ndarray, visible: np.ndarray,
+                 dynamic: np.ndarray, confidence: np.ndarray, *, cap: int, trail: int, scheme: str,
+                 scale: float) -> MarkerPlan:
+    """Select the tracks to draw (``select_tracks``), their colours and their trails (the last ``trail - 1`` finite
+    history points + the head); tracks with a non-finite head are not drawn. Positions/history are REP 103."""
+    rows = select_tracks(confidence, visible, cap)
+    positions = np.asarray(positions, np.float64).reshape(-1, 3)
+    rows = rows[np.isfinite(positions[rows]).all(1)] if len(rows) else rows
+    colors = np.array([track_color(int(ids[r]), bool(visible[r]), bool(dynamic[r]), scheme) for r in rows],
+                      np.float32).reshape(-1, 4)
+    strip_ids, strip_rows, strips = [], [], []
+    keep = max(trail - 1, 0)
+    for n, r in enumerate(rows):
+        hist = history[r][-keep:] if keep else history[r][:0]
+        hist = hist[np.isfinite(hist).all(1)]
+        if len(hist) == 0:
+            continue  # a LINE_STRIP needs two points; the head sphere still shows the track
+        strips.append(np.concatenate((np.asarray(hist, np.float64), positions[r][None])))
+        strip_ids.append(marker_id(int(ids[r])))
+        strip_rows.append(n)
+    vis = np.asarray(visible, bool)[rows][strip_rows]
+    return MarkerPlan(positions[rows], colors, strip_ids, colors[strip_rows],
+                      np.where(vis, scale, 0.5 * scale).astype(np.float64), strips, scale)
+
+
 def build_markers(marker_cls: type, point_cls: type, color_cls: type, header: Any, ids: np.ndarray,
                   positions: np.ndarray, history: np.ndarray, visible: np.ndarray, dynamic: np.ndarray,
                   confidence: np.ndarray, *, cap: int, trail: int, scheme: str, scale: float) -> list[Any]:
     """Markers of one frame: DELETEALL, one LINE_STRIP per drawn track (ns 'tracks', id = track id), one
-    SPHERE_LIST of all heads (ns 'heads', id 0). Positions/history are already REP 103; NaN history is skipped."""
-    out = []
-    clear = marker_cls()
-    clear.header = header
-    clear.action = DELETEALL
-    out.append(clear)
-    rows = select_tracks(confidence, visible, cap)
-    heads = marker_cls()
-    heads.header, heads.ns, heads.id, heads.type, heads.action = header, "heads", 0, SPHERE_LIST, ADD
-    heads.pose.orientation.w = 1.0
-    heads.scale.x = heads.scale.y = heads.scale.z = 2.5 * scale
-    heads.color.r = heads.color.g = heads.color.b = heads.color.a = 1.0
-    head_pts, head_cols = [], []
+    SPHERE_LIST of all heads (ns 'heads', id 0). Positions/history are already REP 103; NaN history is skipped.
+    (Message objects: for tests and ROS installs whose Marker layout :func:`marker_array_cdr` does not know.)"""
+    plan = plan_markers(ids, positions, history, visible, dynamic, confidence, cap=cap, trail=trail, scheme=scheme,
+                        scale=scale)
 
     def point(p: Sequence[float]) -> Any:
         q = point_cls()
         q.x, q.y, q.z = float(p[0]), float(p[1]), float(p[2])
         return q
 
-    def color(rgba: tuple[float, float, float, float]) -> Any:
+    def color(rgba: Sequence[float]) -> Any:
         c = color_cls()
-        c.r, c.g, c.b, c.a = rgba
+        c.r, c.g, c.b, c.a = (float(v) for v in rgba)
         return c
 
-    for r in rows:
-        pos = positions[r]
-        if not np.all(np.isfinite(pos)):
-            continue
-        rgba = track_color(int(ids[r]), bool(visible[r]), bool(dynamic[r]), scheme)
-        head_pts.append(point(pos))
-        head_cols.append(color(rgba))
-        hist = history[r][-max(trail - 1, 0):] if trail > 1 else history[r][:0]
-        hist = hist[np.isfinite(hist).all(1)]
-        strip = np.concatenate((hist, pos[None]))
-        if len(strip) < 2:
-            continue  # a LINE_STRIP needs two points; the head sphere still shows the track
+    clear = marker_cls()
+    clear.header = header
+    clear.action = DELETEALL
+    out = [clear]
+    for mid, rgba, width, strip in zip(plan.strip_ids, plan.strip_colors, plan.strip_widths, plan.strips,
+                                       strict=True):
         m = marker_cls()
-        m.header, m.ns, m.id, m.type, m.action = header, "tracks", marker_id(int(ids[r])), LINE_STRIP, ADD
+        m.header, m.ns, m.id, m.type, m.action = header, "tracks", mid, LINE_STRIP, ADD
         m.pose.orientation.w = 1.0
-        m.scale.x = scale if visible[r] else 0.5 * scale
+        m.scale.x = float(width)
         m.color = color(rgba)
         m.points = [point(p) for p in strip]
         out.append(m)
-    heads.points, heads.colors = head_pts, head_cols
+    heads = marker_cls()
+    heads.header, heads.ns, heads.id, heads.type, heads.action = header, "heads", 0, SPHERE_LIST, ADD
+    heads.pose.orientation.w = 1.0
+    heads.scale.x = heads.scale.y = heads.scale.z = 2.5 * scale
+    heads.color.r = heads.color.g = heads.color.b = heads.color.a = 1.0
+    heads.points = [point(p) for p in plan.head_points]
+    heads.colors = [color(c) for c in plan.head_colors]
     out.append(heads)
     return out
+
+
+# -- CDR: messages serialised straight from arrays ----------------------------------------------------------------
+#
+# rclpy publishes ``bytes`` as an already serialised message (Publisher.publish → publish_raw). Building a 256-track
+# Track3DArray or MarkerArray as Python message objects costs thousands of objects per frame (and rclpy converts
+# each one again to C); written here from NumPy arrays they cost a few large copies. The layout is the one
+# rmw_fastrtps writes (XCDR1, little endian: 4-byte encapsulation header, primitives aligned to their size relative
+# to the end of that header, strings as uint32 length incl. NUL). Tests compare every builder byte for byte with
+# rclpy.serialization.serialize_message; the node checks the message definitions it was built against
+# (:data:`CDR_LAYOUTS`) and falls back to message objects where they differ (other ROS distributions).
+
+#: the message definitions (``get_fields_and_field_types()``) the CDR writers follow.
+CDR_LAYOUTS: dict[str, dict[str, str]] = {
+    "st4rtrack_ros/Track3D": {"id": "uint64", "position": "geometry_msgs/Point", "visible": "boolean",
+                              "confidence": "float", "sigma2": "float", "dynamic": "boolean", "age": "uint32"},
+    "st4rtrack_ros/Track3DArray": {"header": "std_msgs/Header", "tracks": "sequence<st4rtrack_ros/Track3D>"},
+    "sensor_msgs/PointCloud2": {"header": "std_msgs/Header", "height": "uint32", "width": "uint32",
+                                "fields": "sequence<sensor_msgs/PointField>", "is_bigendian": "boolean",
+                                "point_step": "uint32", "row_step": "uint32", "data": "sequence<uint8>",
+                                "is_dense": "boolean"},
+    "visualization_msgs/Marker": {
+        "header": "std_msgs/Header", "ns": "string", "id": "int32", "type": "int32", "action": "int32",
+        "pose": "geometry_msgs/Pose", "scale": "geometry_msgs/Vector3", "color": "std_msgs/ColorRGBA",
+        "lifetime": "builtin_interfaces/Duration", "frame_locked": "boolean",
+        "points": "sequence<geometry_msgs/Point>", "colors": "sequence<std_msgs/ColorRGBA>",
+        "texture_resource": "string", "texture": "sensor_msgs/CompressedImage",
+        "uv_coordinates": "sequence<visualization_msgs/UVCoordinate>", "text": "string", "mesh_resource": "string",
+        "mesh_file": "visualization_msgs/MeshFile", "mesh_use_embedded_materials": "boolean"},
+}
+
+
+def cdr_layout_matches(name: str, msg_cls: type) -> bool:
+    """True when ``msg_cls`` has the definition the CDR writer of ``name`` follows."""
+    try:
+        return dict(msg_cls.get_fields_and_field_types()) == CDR_LAYOUTS[name]
+    except AttributeError:
+        return False
+
+
+class CdrWriter:
+    """Little-endian XCDR1 writer: chunks joined once at the end."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = [b"\x00\x01\x00\x00"]  # encapsulation: CDR_LE
+        self.pos = 0  # offset after the encapsulation header (alignment origin)
+
+    def align(self, n: int) -> None:
+        pad = -self.pos % n
+        if pad:
+            self._parts.append(bytes(pad))
+            self.pos += pad
+
+    def raw(self, data: bytes | memoryview, align: int = 1) -> None:
+        self.align(align)
+        self._parts.append(bytes(data) if isinstance(data, memoryview) else data)
+        self.pos += len(data)
+
+    def pack(self, fmt: str, *values: Any, align: int) -> None:
+        self.raw(struct.pack("<" + fmt, *values), align)
+
+    def string(self, s: str) -> None:
+        b = s.encode() + b"\x00"
+        self.pack("I", len(b), align=4)
+        self.raw(b)
+
+    def header(self, sec: int, nanosec: int, frame_id: str) -> None:
+        self.pack("iI", sec, nanosec, align=4)
+        self.string(frame_id)
+
+    def array(self, a: np.ndarray, align: int) -> None:
+        """A contiguous array's bytes (a sequence's elements, after its uint32 length); nothing if empty."""
+        if a.size:
+            self.raw(np.ascontiguousarray(a).tobytes(), align)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
+
+
+#: one Track3D in CDR (offsets from an 8-aligned element start; 52 bytes, stride 56 in a sequence).
+TRACK3D_DTYPE = np.dtype({"names": ["id", "x", "y", "z", "visible", "confidence", "sigma2", "dynamic", "age"],
+                          "formats": ["<u8", "<f8", "<f8", "<f8", "u1", "<f4", "<f4", "u1", "<u4"],
+                          "offsets": [0, 8, 16, 24, 32, 36, 40, 44, 48], "itemsize": 56})
+TRACK3D_SIZE = 52
+
+
+def track_array_cdr(stamp: tuple[int, int], frame_id: str, ids: np.ndarray, positions: np.ndarray,
+                    visible: np.ndarray, dynamic: np.ndarray, confidence: np.ndarray, sigma2: np.ndarray,
+                    age: np.ndarray) -> bytes:
+    """st4rtrack_ros/Track3DArray, serialised. ``positions`` (N, 3) REP 103; ``age`` clipped at 0."""
+    n = len(ids)
+    a = np.zeros(n, TRACK3D_DTYPE)
+    a["id"] = ids
+    p = np.asarray(positions, np.float64).reshape(-1, 3)
+    a["x"], a["y"], a["z"] = p[:, 0], p[:, 1], p[:, 2]
+    a["visible"], a["dynamic"] = np.asarray(visible, bool), np.asarray(dynamic, bool)
+    a["confidence"], a["sigma2"] = confidence, sigma2
+    a["age"] = np.maximum(np.asarray(age, np.int64), 0)
+    w = CdrWriter()
+    w.header(*stamp, frame_id)
+    w.pack("I", n, align=4)
+    if n:
+        w.raw(memoryview(a.view(np.uint8))[:TRACK3D_DTYPE.itemsize * (n - 1) + TRACK3D_SIZE], align=8)
+    return w.getvalue()
+
+
+def cloud_cdr(stamp: tuple[int, int], frame_id: str, cloud: np.ndarray) -> bytes:
+    """sensor_msgs/PointCloud2 of :func:`cloud_array`'s output, serialised (the same fields as :func:`fill_cloud`)."""
+    w = CdrWriter()
+    w.header(*stamp, frame_id)
+    w.pack("IIi", 1, len(cloud), len(CLOUD_FIELDS), align=4)
+    for name, offset, datatype in CLOUD_FIELDS:
+        w.string(name)
+        w.pack("I", offset, align=4)
+        w.pack("B", datatype, align=1)
+        w.pack("I", 1, align=4)
+    w.pack("?", False, align=1)
+    w.pack("III", CLOUD_DTYPE.itemsize, CLOUD_DTYPE.itemsize * len(cloud), cloud.nbytes, align=4)
+    w.raw(memoryview(np.ascontiguousarray(cloud).view(np.uint8)))
+    w.pack("?", True, align=1)  # NaN/Inf points were removed
+    return w.getvalue()
+
+
+def _marker_cdr(w: CdrWriter, stamp: tuple[int, int], frame_id: str, ns: str, mid: int, mtype: int, action: int,
+                scale: tuple[float, float, float], rgba: Sequence[float], points: np.ndarray,
+                colors: np.ndarray) -> None:
+    w.header(*stamp, frame_id)
+    w.string(ns)
+    w.pack("iii", mid, mtype, action, align=4)
+    w.pack("7d", 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, align=8)  # pose: identity
+    w.pack("3d", *scale, align=8)
+    w.pack("4f", *rgba, align=4)
+    w.pack("iI", 0, 0, align=4)  # lifetime 0 = forever
+    w.pack("?", False, align=1)  # frame_locked
+    w.pack("I", len(points), align=4)
+    w.array(np.asarray(points, np.float64), 8)
+    w.pack("I", len(colors), align=4)
+    w.array(np.asarray(colors, np.float32), 4)
+    w.string("")  # texture_resource
+    w.header(0, 0, "")  # texture: CompressedImage header, format, data
+    w.string("")
+    w.pack("I", 0, align=4)
+    w.pack("I", 0, align=4)  # uv_coordinates
+    w.string("")  # text
+    w.string("")  # mesh_resource
+    w.string("")  # mesh_file.filename
+    w.pack("I", 0, align=4)  # mesh_file.data
+    w.pack("?", False, align=1)  # mesh_use_embedded_materials
+
+
+def marker_array_cdr(stamp: tuple[int, int], frame_id: str, plan: MarkerPlan) -> bytes:
+    """visualization_msgs/MarkerArray of :func:`plan_markers`' plan, serialised: the same markers, in the same
+    order, as :func:`build_markers` (DELETEALL, the strips, the heads)."""
+    w = CdrWriter()
+    w.pack("I", 2 + len(plan.strips), align=4)
+    none = np.zeros((0, 3))
+    _marker_cdr(w, stamp, frame_id, "", 0, 0, DELETEALL, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0), none, none)
+    for mid, rgba, width, strip in zip(plan.strip_ids, plan.strip_colors, plan.strip_widths, plan.strips,
+                                       strict=True):
+        _marker_cdr(w, stamp, frame_id, "tracks", mid, LINE_STRIP, ADD, (float(width), 0.0, 0.0),
+                    [float(v) for v in rgba], strip, none)
+    d = 2.5 * plan.scale
+    _marker_cdr(w, stamp, frame_id, "heads", 0, SPHERE_LIST, ADD, (d, d, d), (1.0, 1.0, 1.0, 1.0), plan.head_points,
+                plan.head_colors)
+    return w.getvalue()

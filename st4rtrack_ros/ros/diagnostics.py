@@ -41,6 +41,14 @@ def frequency_task(name: str, rate_hz: float, events_total: int, window_s: float
     return t
 
 
+def timing_task(name: str, stages: dict[str, tuple[float, float]]) -> Task:
+    """Per-stage durations of the node's frame path (ms, p50 / p95 over the recent frames): where a frame's time
+    goes (decode, queue, sync, step and the tracker's own stages, anchor, publish.* per output, status, latency)."""
+    t = Task(name, values={f"{k}_ms": f"{p50:.1f} / {p95:.1f}" for k, (p50, p95) in stages.items()})
+    t.summary(OK, "p50 / p95 ms per stage" if stages else "no frames yet")
+    return t
+
+
 def diagnostic_array(node_name: str, hardware_id: str, tasks: list[Task], stamp: object) -> DiagnosticArray:
     arr = DiagnosticArray()
     arr.header.stamp = stamp

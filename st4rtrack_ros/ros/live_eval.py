@@ -42,8 +42,10 @@ class NodeProcess:
     """The tracker node as a subprocess with its own domain id and log directory; SIGINT on stop."""
 
     def __init__(self, params: dict[str, Any], *, domain_id: int, log_dir: Path,
-                 params_file: Path | None = None, extra_args: Sequence[str] = ()) -> None:
-        """``params`` become ``-p name:=value`` after ``--params-file`` (default: the package's tracker.yaml)."""
+                 params_file: Path | None = None, extra_args: Sequence[str] = (),
+                 env: dict[str, str] | None = None) -> None:
+        """``params`` become ``-p name:=value`` after ``--params-file`` (default: the package's tracker.yaml);
+        ``env``: extra environment variables (e.g. PYTHONPATH of another checkout, for before/after benchmarks)."""
         from st4rtrack_ros.ros.params import defaults_file
 
         self.log_dir = Path(log_dir)
@@ -57,10 +59,11 @@ class NodeProcess:
         self.args = args
         self.log_path = self.log_dir / "node.log"
         self._log = open(self.log_path, "w")  # closed in stop()
-        env = ros_env(domain_id=domain_id, localhost_only=True, log_dir=self.log_dir / "ros")
-        env["PYTHONUNBUFFERED"] = "1"
-        env[PARENT_PID_ENV] = str(os.getpid())  # the node stops if this process dies without stop()
-        self.proc = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT, text=True)
+        full_env = ros_env(domain_id=domain_id, localhost_only=True, log_dir=self.log_dir / "ros")
+        full_env.update(env or {})
+        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env[PARENT_PID_ENV] = str(os.getpid())  # the node stops if this process dies without stop()
+        self.proc = subprocess.Popen(args, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, text=True)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -118,7 +121,10 @@ class OutputRecorder:
     publishes camera topics for :func:`replay`."""
 
     def __init__(self, domain_id: int, *, node_ns: str = NODE_NS, outputs: Sequence[str] = tuple(OUTPUTS),
-                 diagnostics: bool = True, name: str = "st4rtrack_recorder") -> None:
+                 diagnostics: bool = True, name: str = "st4rtrack_recorder", raw: Sequence[str] = ()) -> None:
+        """``raw``: outputs received as serialised bytes, not deserialised into Python objects (a benchmark
+        that only counts them keeps the recorder's CPU off the 2 cores it shares with the node; every byte still
+        crosses DDS)."""
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -133,7 +139,7 @@ class OutputRecorder:
         for out in outputs:
             topic = f"{self.node_ns}/{out}"
             self.node.create_subscription(message_class(OUTPUTS[out]), topic,
-                                          lambda m, t=topic: self.inbox.add(t, m), qos)
+                                          lambda m, t=topic: self.inbox.add(t, m), qos, raw=out in raw)
         if diagnostics:
             from diagnostic_msgs.msg import DiagnosticArray
 

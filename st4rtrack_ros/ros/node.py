@@ -52,7 +52,7 @@ from std_srvs.srv import Trigger
 from st4rtrack_ros.data.messages import check_depth, check_stamp, depth_from_msg, image_to_rgb, intrinsics_from_msg
 from st4rtrack_ros.ros import conversions as cv
 from st4rtrack_ros.ros import params as P
-from st4rtrack_ros.ros.diagnostics import OK, WARN, Task, diagnostic_array, frequency_task
+from st4rtrack_ros.ros.diagnostics import OK, WARN, Task, diagnostic_array, frequency_task, timing_task
 from st4rtrack_ros.ros.env import PARENT_PID_ENV
 from st4rtrack_ros.ros.faults import FaultLog
 from st4rtrack_ros.ros.sync import StampBuffer
@@ -108,6 +108,51 @@ class LatestSlot:
             return item
 
 
+class Handoff:
+    """A one-item hand-over with back-pressure: ``put`` waits until the previous item was taken *and* handled (the
+    tracker thread steps frame N+1 while the publisher thread publishes frame N, never further ahead, so no
+    result is dropped or queued); ``idle`` waits until nothing is pending (before a reset of the outputs)."""
+
+    def __init__(self) -> None:
+        self._item: Any = None
+        self._busy = False
+        self._cond = threading.Condition()
+
+    def put(self, item: Any, stop: threading.Event) -> bool:
+        """False if ``stop`` was set before the slot freed up (the item is not handed over)."""
+        with self._cond:
+            while self._item is not None or self._busy:
+                if stop.is_set():
+                    return False
+                self._cond.wait(0.05)
+            self._item = item
+            self._cond.notify_all()
+            return True
+
+    def take(self, timeout: float) -> Any:
+        """The pending item (then ``done()`` must follow once it is handled), or None after ``timeout``."""
+        with self._cond:
+            if self._item is None:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            self._busy = item is not None
+            return item
+
+    def done(self) -> None:
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
+
+    def idle(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._item is None and not self._busy, timeout)
+
+    def clear(self) -> None:
+        with self._cond:
+            self._item, self._busy = None, False
+            self._cond.notify_all()
+
+
 @dataclass
 class _Frame:
     stamp: TimeMsg
@@ -115,6 +160,35 @@ class _Frame:
     rgb: np.ndarray
     received: float  # time.monotonic() at receipt
     frame_id: str = ""
+    decode_ms: float = 0.0  # image_to_rgb in the image callback
+
+
+@dataclass
+class _Stepped:
+    """A tracker result on its way to the publisher thread."""
+
+    frame: _Frame
+    res: StepResult
+    times_ms: dict[str, float]  # stages so far: queue, sync, the tracker's own stages
+
+
+class StageTimes:
+    """The last ``LATENCY_WINDOW`` durations (ms) of each stage of the node's frame path, for /diagnostics."""
+
+    def __init__(self) -> None:
+        self._d: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, times: dict[str, float]) -> None:
+        with self._lock:
+            for k, v in times.items():
+                self._d.setdefault(k, deque(maxlen=LATENCY_WINDOW)).append(float(v))
+
+    def percentiles(self) -> dict[str, tuple[float, float]]:
+        """stage → (p50, p95) ms."""
+        with self._lock:
+            items = [(k, np.array(v)) for k, v in self._d.items()]
+        return {k: (float(np.percentile(a, 50)), float(np.percentile(a, 95))) for k, a in items if len(a)}
 
 
 @dataclass
@@ -204,8 +278,11 @@ class TrackerNode(LifecycleNode):
         self._subs: list[Any] = []  # created by activate, destroyed by deactivate
         self._lock = threading.Lock()  # held around tracker.step and reset
         self._slot = LatestSlot()
+        self._handoff = Handoff()  # tracker thread → publisher thread
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self._publisher: threading.Thread | None = None
+        self.stage_times = StageTimes()
         self._latency: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._in_rate, self._out_rate = _Rate(), _Rate()
         self._last_status: dict[str, Any] = {}
@@ -283,8 +360,11 @@ class TrackerNode(LifecycleNode):
         self._make_inputs()
         self._slot.take(timeout=0.0)
         self._stop.clear()
+        self._handoff.clear()
         self._worker = threading.Thread(target=self._work, name="st4rtrack-tracker", daemon=True)
+        self._publisher = threading.Thread(target=self._publish_loop, name="st4rtrack-publisher", daemon=True)
         self._worker.start()
+        self._publisher.start()
         self._state = "active"
         self.get_logger().info(
             f"ready: active, input {self._subs[0].topic_name} "
@@ -423,12 +503,17 @@ class TrackerNode(LifecycleNode):
             self.destroy_subscription(s)
         self._subs = []
         self._stop.set()
-        if self._worker is not None:
-            self._worker.join(timeout=join_s)
-            if self._worker.is_alive():
-                self.get_logger().warning("tracker worker still busy with a frame")
-            self._worker = None
+        end = time.monotonic() + join_s
+        for attr, what in (("_worker", "tracker worker still busy with a frame"),
+                           ("_publisher", "publisher thread still busy with a frame")):
+            thread = getattr(self, attr)
+            if thread is not None:
+                thread.join(timeout=max(0.0, end - time.monotonic()))
+                if thread.is_alive():
+                    self.get_logger().warning(what)
+                setattr(self, attr, None)
         self._slot.take(timeout=0.0)  # a frame of the old activation is not processed later
+        self._handoff.clear()
 
     def _fault(self, source: str, what: str, cause: str, detail: str, *, frame: bool = False,
                error: bool = False) -> None:
@@ -454,14 +539,16 @@ class TrackerNode(LifecycleNode):
         try:
             stamp_ns = cv.ns_from_stamp(msg.header.stamp)
             check_stamp(stamp_ns, self.get_clock().now().nanoseconds, float(self._p["ros.max_future_stamp_s"]))
+            t0 = time.perf_counter()
             rgb = image_to_rgb(msg, int(self._p["ros.max_image_pixels"]), MIN_SIDE)
+            decode_ms = (time.perf_counter() - t0) * 1e3
         except BadInput as e:
             self._fault("image", "rejected", e.cause, str(e), frame=True)
             return
         except Exception as e:  # image_to_rgb promises BadInput only; a decoder surprise must not stop the node
             self._fault("image", "rejected", "decode_error", f"{type(e).__name__}: {e}", frame=True)
             return
-        if self._slot.put(_Frame(msg.header.stamp, stamp_ns, rgb, now, msg.header.frame_id)):
+        if self._slot.put(_Frame(msg.header.stamp, stamp_ns, rgb, now, msg.header.frame_id, decode_ms)):
             self.counters.dropped += 1
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -529,24 +616,51 @@ class TrackerNode(LifecycleNode):
             self._reset_locked(reason)
 
     def _reset_locked(self, reason: str, log: bool = True) -> None:
+        self._new_world()
         self.tracker.reset(reason)
         self._seen_resets = int(self.tracker.resets)
-        self.outputs.reset()
-        self.anchor.new_world()
         self._last_stamp_ns = None
         if log:
             self.get_logger().info(f"tracker reset: {reason}")
 
+    def _new_world(self) -> None:
+        """Path, map throttle and world anchor start again — after the publisher thread has published the frame
+        it holds (that frame belongs to the old world)."""
+        if not self._handoff.idle(timeout=5.0):
+            self.get_logger().warning("publisher thread busy for 5 s: resetting the outputs anyway")
+        self.outputs.reset()
+        self.anchor.new_world()
+
     def _work(self) -> None:
+        """The tracker thread: step the newest frame, hand the result to the publisher thread, repeat."""
         while not self._stop.is_set():
             frame = self._slot.take(timeout=0.1)
             if frame is None:
                 continue
             try:
-                self._process(frame)
+                stepped = self._step(frame)
             except Exception as e:  # keep the node alive; the error is logged and counted
                 self._fault("frame", "failed", "error", f"at {frame.stamp_ns} ns: {type(e).__name__}: {e}",
                             frame=True, error=True)
+                continue
+            if stepped is not None:
+                t0 = time.perf_counter()
+                if self._handoff.put(stepped, self._stop):  # waits while the previous frame is being published
+                    self.stage_times.add({"handoff_wait": (time.perf_counter() - t0) * 1e3})
+
+    def _publish_loop(self) -> None:
+        """The publisher thread: messages of frame N are built and sent while the tracker steps frame N+1."""
+        while not self._stop.is_set():
+            stepped = self._handoff.take(timeout=0.1)
+            if stepped is None:
+                continue
+            try:
+                self._emit(stepped)
+            except Exception as e:  # keep the node alive; the error is logged and counted
+                self._fault("frame", "failed", "error", f"publishing {stepped.frame.stamp_ns} ns: "
+                            f"{type(e).__name__}: {e}", frame=True, error=True)
+            finally:
+                self._handoff.done()
 
     def _companions(self, f: _Frame) -> tuple[np.ndarray | None, np.ndarray | None]:
         """K and depth for this image, matched by stamp (depth waited for, bounded)."""
@@ -575,12 +689,22 @@ class TrackerNode(LifecycleNode):
         return k, depth
 
     def _process(self, f: _Frame) -> None:
+        """Step and publish one frame in the calling thread (tests; the node itself pipelines the two)."""
+        stepped = self._step(f)
+        if stepped is not None:
+            self._emit(stepped)
+
+    def _step(self, f: _Frame) -> _Stepped | None:
+        """Run the tracker on a frame; None when the frame gives no output (refused, out of memory)."""
+        times = {"decode": f.decode_ms, "queue": (time.monotonic() - f.received) * 1e3 - f.decode_ms}
+        t_sync = time.perf_counter()
         h, w = f.rgb.shape[:2]
         if self._size is not None and self._size != (w, h):
             self._fault("image", "size changed", "size_changed", f"{self._size[0]}×{self._size[1]} → {w}×{h}: the "
                         "tracker restarts its window and world")
         self._size = (w, h)
         k, depth = self._companions(f)
+        times["sync"] = (time.perf_counter() - t_sync) * 1e3
         with self._lock:
             if self._pending_reset:
                 self._reset_locked(self._pending_reset)
@@ -594,24 +718,36 @@ class TrackerNode(LifecycleNode):
                 res = self.tracker.step(FrameInput(f.stamp_ns, f.rgb, k, depth))
             except ValueError as e:  # BadInput (cause given) or another refusal of the tracker
                 self._fault("frame", "skipped", getattr(e, "cause", "invalid"), str(e), frame=True)
-                return
+                return None
             except FrameDropped as e:  # out of memory: the tracker freed its caches, the next frame works
                 self.counters.oom_dropped += 1
                 self.get_logger().warning(str(e), throttle_duration_sec=5.0)
-                return
-            step_ms = (time.perf_counter() - t0) * 1e3
+                return None
+            times["step"] = (time.perf_counter() - t0) * 1e3
+            times.update({f"step.{k}": v for k, v in (getattr(res, "timings_ms", None) or {}).items()
+                          if k != "total"})
             self._last_stamp_ns = f.stamp_ns
             if int(self.tracker.resets) != self._seen_resets:  # the tracker reset itself (e.g. image size)
                 self._seen_resets = int(self.tracker.resets)
-                self.outputs.reset()
-                self.anchor.new_world()
+                self._new_world()
+        return _Stepped(f, res, times)
+
+    def _emit(self, s: _Stepped) -> None:
+        """Every output of a stepped frame, the status last (its receipt marks the frame done)."""
+        f, res, times = s.frame, s.res, s.times_ms
+        t0 = time.perf_counter()
         self.anchor.on_frame(f.stamp, f.stamp_ns, f.frame_id, self.outputs)
-        self.outputs.publish(res, f.stamp)
+        times["anchor"] = (time.perf_counter() - t0) * 1e3
+        times.update({f"publish.{k}": v for k, v in (self.outputs.publish(res, f.stamp) or {}).items()})
         latency = time.monotonic() - f.received
         self._latency.append(latency)
         self.counters.processed += 1
         self._out_rate.tick(time.monotonic())
-        self._publish_status(f.stamp, res, latency, step_ms)
+        t0 = time.perf_counter()
+        self._publish_status(f.stamp, res, latency, times["step"])
+        times["publish.status"] = (time.perf_counter() - t0) * 1e3
+        times["latency"] = latency * 1e3
+        self.stage_times.add(times)
 
     # -- status and diagnostics ------------------------------------------------------------------------------------
 
@@ -672,7 +808,8 @@ class TrackerNode(LifecycleNode):
         if self._last_status.get("disabled_reason"):
             adapt.summary(WARN, str(self._last_status["disabled_reason"]))
         tasks = [tracker, frequency_task(f"{self._p['ros.image_topic']} topic status", self._in_rate.hz(now),
-                                         c.received, RATE_WINDOW_S, 0.0), inputs, self.anchor.task(), adapt]
+                                         c.received, RATE_WINDOW_S, 0.0), inputs, self.anchor.task(), adapt,
+                 timing_task("timing", self.stage_times.percentiles())]
         self.pub_diag.publish(diagnostic_array(self.get_name(), str(self.tracker.device), tasks,
                                                self.get_clock().now().to_msg()))
 

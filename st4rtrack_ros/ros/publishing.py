@@ -1,7 +1,8 @@
 """The node's outputs: one tracker result → pose, path, /tf, tracks, clouds, map and markers (rclpy messages).
 
 Every output of a frame carries the input image's stamp and the world frame. Visualisation outputs (points, map,
-markers, path) are built only while something subscribes. Publishers are lifecycle publishers: they exist from
+markers, path) are built only while something subscribes. Tracks, clouds and markers go out as serialised bytes
+written straight from the arrays (``conversions.*_cdr``). Publishers are lifecycle publishers: they exist from
 ``configure`` and publish only while the node is active. /tf_static (the robot's fixed frame → world, when the node
 is joined to the robot's tree) is transient-local, as tf2's static broadcaster makes it, so late subscribers get it.
 """
@@ -74,6 +75,11 @@ class Outputs:
         self.tf_static = make(TFMessage, "/tf_static", qos_static()) if TFMessage is not None else None
         self._path: deque[PoseStamped] = deque(maxlen=int(param("ros.max_path_length")))
         self._last_map = -1e18
+        # serialised outputs where this ROS's message definitions are the ones the CDR writers follow
+        self._cdr_tracks = cv.cdr_layout_matches("st4rtrack_ros/Track3DArray", Track3DArray) and \
+            cv.cdr_layout_matches("st4rtrack_ros/Track3D", Track3D)
+        self._cdr_cloud = cv.cdr_layout_matches("sensor_msgs/PointCloud2", PointCloud2)
+        self._cdr_markers = cv.cdr_layout_matches("visualization_msgs/Marker", Marker)
 
     def all(self) -> list[Any]:
         return [p for p in (self.points, self.map, self.tracks, self.markers, self.pose, self.path, self.tf,
@@ -95,9 +101,16 @@ class Outputs:
                                                                        m_parent_world)]))
         return True
 
-    def publish(self, res: Any, stamp: Any) -> None:
-        """Every output of one tracker step (a :class:`~st4rtrack_ros.tracking.types.StepResult`)."""
+    def publish(self, res: Any, stamp: Any) -> dict[str, float]:
+        """Every output of one tracker step (a :class:`~st4rtrack_ros.tracking.types.StepResult`); returns the time
+        spent per output (ms: pose, tracks, points, map, markers) for the node's timing diagnostics.
+
+        Tracks, clouds and markers go out already serialised (``conversions.*_cdr``: a few array copies instead of
+        thousands of message objects) where the message definitions match; otherwise as message objects."""
+        ms: dict[str, float] = {}
+        t = time.perf_counter()
         hdr = header(stamp, self.world_frame)
+        st = (int(stamp.sec), int(stamp.nanosec))
         pose = cv.to_rep103_pose(res.pose_world_cam)
         ps = PoseStamped()
         ps.header = hdr
@@ -111,22 +124,43 @@ class Outputs:
         if self.tf is not None:
             self.tf.publish(TFMessage(transforms=[transform_stamped(stamp, self.world_frame, self.camera_frame,
                                                                     pose)]))
+        t = self._lap(ms, "pose", t)
         tr = res.tracks
         positions = cv.to_rep103_points(np.asarray(tr.positions, np.float64))
-        self.tracks.publish(self._track_array(hdr, tr, positions))
+        if self._cdr_tracks:
+            self.tracks.publish(cv.track_array_cdr(st, self.world_frame, tr.ids, positions, tr.visible, tr.dynamic,
+                                                   tr.confidence, tr.sigma2, tr.age))
+        else:
+            self.tracks.publish(self._track_array(hdr, tr, positions))
+        t = self._lap(ms, "tracks", t)
         if self.points.get_subscription_count():
             cloud = cv.cloud_array(cv.to_rep103_points(res.points), res.colors, res.point_confidence,
                                    int(self._param("ros.max_cloud_points")))
-            self.points.publish(cv.fill_cloud(PointCloud2(header=hdr), PointField, cloud))
+            self.points.publish(self._cloud(hdr, st, cloud))
+        t = self._lap(ms, "points", t)
         now = time.monotonic()
         if (res.map_points is not None and self.map.get_subscription_count()
                 and now - self._last_map >= float(self._param("ros.map_period_s"))):
             self._last_map = now
             cloud = cv.cloud_array(cv.to_rep103_points(res.map_points), res.map_colors, None,
                                    int(self._param("ros.max_map_points")))
-            self.map.publish(cv.fill_cloud(PointCloud2(header=hdr), PointField, cloud))
+            self.map.publish(self._cloud(hdr, st, cloud))
+        t = self._lap(ms, "map", t)
         if self.markers.get_subscription_count():
-            self.markers.publish(self._markers(hdr, tr, positions, pose[:3, 3]))
+            self.markers.publish(self._markers(hdr, st, tr, positions, pose[:3, 3]))
+        self._lap(ms, "markers", t)
+        return ms
+
+    @staticmethod
+    def _lap(ms: dict[str, float], name: str, t0: float) -> float:
+        t = time.perf_counter()
+        ms[name] = (t - t0) * 1e3
+        return t
+
+    def _cloud(self, hdr: Header, st: tuple[int, int], cloud: np.ndarray) -> PointCloud2 | bytes:
+        if self._cdr_cloud:
+            return cv.cloud_cdr(st, self.world_frame, cloud)
+        return cv.fill_cloud(PointCloud2(header=hdr), PointField, cloud)
 
     @staticmethod
     def _track_array(hdr: Header, tr: Any, positions: np.ndarray) -> Track3DArray:
@@ -140,11 +174,14 @@ class Outputs:
             items.append(t)
         return Track3DArray(header=hdr, tracks=items)
 
-    def _markers(self, hdr: Header, tr: Any, positions: np.ndarray, cam: np.ndarray) -> MarkerArray:
+    def _markers(self, hdr: Header, st: tuple[int, int], tr: Any, positions: np.ndarray,
+                 cam: np.ndarray) -> MarkerArray | bytes:
         hist = cv.to_rep103_points(np.asarray(tr.history, np.float64)) if len(tr) else np.zeros((0, 1, 3))
         dist = np.linalg.norm(positions - cam, axis=1) if len(tr) else np.ones(1)
         scale = max(1e-4, 0.004 * float(np.nanmedian(dist)) if np.isfinite(dist).any() else 0.01)
-        return MarkerArray(markers=cv.build_markers(
-            Marker, Point, ColorRGBA, hdr, tr.ids, positions, hist, tr.visible, tr.dynamic, tr.confidence,
-            cap=int(self._param("ros.max_marker_tracks")), trail=int(self._param("ros.marker_history")),
-            scheme=str(self._param("ros.marker_color")), scale=scale))
+        args = (tr.ids, positions, hist, tr.visible, tr.dynamic, tr.confidence)
+        kw = {"cap": int(self._param("ros.max_marker_tracks")), "trail": int(self._param("ros.marker_history")),
+              "scheme": str(self._param("ros.marker_color")), "scale": scale}
+        if self._cdr_markers:
+            return cv.marker_array_cdr(st, self.world_frame, cv.plan_markers(*args, **kw))
+        return MarkerArray(markers=cv.build_markers(Marker, Point, ColorRGBA, hdr, *args, **kw))

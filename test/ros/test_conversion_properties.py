@@ -7,6 +7,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -93,6 +94,28 @@ def test_markers_are_well_formed_for_any_tracks(t: dict, cap: int, trail: int, s
         assert m.type == cv.LINE_STRIP and 2 <= len(m.points) <= trail and m.ns == "tracks"
         assert 0 <= m.color.a <= 1 and m.scale.x > 0
     assert all(0 <= c.a <= 1 for c in heads.colors)
+
+
+@FAST
+@given(track_sets(), st.integers(0, 50), st.integers(1, 10), st.sampled_from(["id", "state"]))
+def test_marker_bytes_are_the_marker_objects_for_any_tracks(t: dict, cap: int, trail: int, scheme: str) -> None:
+    """The node publishes MarkerArray as CDR bytes: for any tracks (NaN/Inf, caps, short trails) rclpy reads them
+    back as exactly the messages the object builder makes."""
+    pytest.importorskip("rclpy", reason="rclpy missing")
+    from geometry_msgs.msg import Point
+    from rclpy.serialization import deserialize_message
+    from std_msgs.msg import ColorRGBA, Header
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    if not cv.cdr_layout_matches("visualization_msgs/Marker", Marker):
+        pytest.skip("this ROS has another Marker definition: the node publishes message objects")
+    hdr = Header(frame_id="st4r_world")
+    hdr.stamp.sec, hdr.stamp.nanosec = 7, 9
+    args = (t["ids"], t["positions"], t["history"], t["visible"], t["dynamic"], t["confidence"])
+    kw = {"cap": cap, "trail": trail, "scheme": scheme, "scale": 0.01}
+    objs = MarkerArray(markers=cv.build_markers(Marker, Point, ColorRGBA, hdr, *args, **kw))
+    got = deserialize_message(cv.marker_array_cdr((7, 9), "st4r_world", cv.plan_markers(*args, **kw)), MarkerArray)
+    assert got == objs
 
 
 def test_fault_log_counts_everything_and_logs_each_cause_once_per_period() -> None:

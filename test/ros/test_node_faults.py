@@ -115,3 +115,17 @@ def test_adaptation_switched_off_by_oom_is_reported_in_diagnostics(node: Tracker
     assert values["enabled"] == "False" and values["oom"] == "2"
     assert "out of memory" in values["disabled_reason"] and "out of memory" in values["message"]
     assert node.counters.processed == 1
+
+
+def test_diagnostics_report_where_a_frame_s_time_goes(node: TrackerNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/diagnostics carries per-stage p50 / p95 (ms) of the frame path: the tracker's own stages and each output."""
+    assert _diagnostics(node, monkeypatch, "timing")["message"] == "no frames yet"
+    monkeypatch.setattr(node.pub_status, "publish", lambda _m: None)
+    for f in _frames(3):
+        node._process(f)
+    values = _diagnostics(node, monkeypatch, "timing")
+    for stage in ("step", "step.network", "sync", "anchor", "publish.pose", "publish.tracks", "publish.status",
+                  "latency"):
+        p50, p95 = (float(v) for v in values[f"{stage}_ms"].split(" / "))
+        assert 0.0 <= p50 <= p95, stage
+    assert float(values["step_ms"].split(" / ")[0]) >= float(values["step.network_ms"].split(" / ")[0])

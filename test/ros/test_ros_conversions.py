@@ -133,3 +133,104 @@ def test_latest_slot_counts_replacements() -> None:
     s = LatestSlot()
     assert s.put(1) is False and s.put(2) is True
     assert s.take(0.01) == 2 and s.take(0.01) is None
+
+
+def test_handoff_holds_one_item_until_it_is_handled() -> None:
+    """The tracker thread may step one frame ahead of the publisher thread, never more, and nothing is dropped."""
+    pytest.importorskip("rclpy", reason="rclpy missing")
+    import threading
+
+    from st4rtrack_ros.ros.node import Handoff
+
+    h, stop = Handoff(), threading.Event()
+    assert h.idle(0.0) and h.put(1, stop)
+    assert not h.idle(0.01)
+    second = threading.Thread(target=lambda: h.put(2, stop))
+    second.start()
+    second.join(0.1)
+    assert second.is_alive()  # waits: item 1 is not taken yet
+    assert h.take(0.1) == 1
+    second.join(0.1)
+    assert second.is_alive()  # still waits: item 1 is taken but not handled
+    h.done()
+    second.join(1.0)
+    assert not second.is_alive() and h.take(0.1) == 2
+    h.done()
+    assert h.idle(0.0) and h.take(0.01) is None
+    h.put(3, stop)
+    stop.set()
+    assert h.put(4, stop) is False  # a stopping node does not wait for a publisher that has gone
+
+
+def _stamped_header(frame_id: str) -> object:
+    from std_msgs.msg import Header
+
+    h = Header(frame_id=frame_id)
+    h.stamp.sec, h.stamp.nanosec = 1_700_000_123, 456_789
+    return h
+
+
+@pytest.mark.parametrize("frame_id", ["", "w", "st4r_world", "robot/st4r_world"])  # every alignment of what follows
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_cdr_tracks_and_cloud_deserialise_to_the_message_objects(frame_id: str, n: int) -> None:
+    """The bytes the node publishes are the messages it used to build: rclpy deserialises them to equal objects."""
+    pytest.importorskip("rclpy", reason="rclpy missing")
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    from st4rtrack_ros.msg import Track3DArray
+    from st4rtrack_ros.ros.publishing import Outputs
+
+    rng = np.random.default_rng(n)
+    tr = SimpleNamespace(ids=rng.integers(0, 2**40, n).astype(np.uint64), positions=rng.normal(size=(n, 3)),
+                         visible=rng.random(n) > 0.5, dynamic=rng.random(n) > 0.5,
+                         confidence=rng.random(n).astype(np.float32), sigma2=rng.random(n).astype(np.float32),
+                         age=rng.integers(-3, 60, n))
+    hdr = _stamped_header(frame_id)
+    stamp = (hdr.stamp.sec, hdr.stamp.nanosec)
+    objs = Outputs._track_array(hdr, _Sized(tr, n), tr.positions)
+    got = deserialize_message(cv.track_array_cdr(stamp, frame_id, tr.ids, tr.positions, tr.visible, tr.dynamic,
+                                                 tr.confidence, tr.sigma2, tr.age), Track3DArray)
+    assert got == objs
+    cloud = cv.cloud_array(rng.normal(size=(3 * n + 1, 3)), rng.integers(0, 255, (3 * n + 1, 3)),
+                           rng.random(3 * n + 1), 2 * n)
+    assert deserialize_message(cv.cloud_cdr(stamp, frame_id, cloud), PointCloud2) == \
+        cv.fill_cloud(PointCloud2(header=hdr), PointField, cloud)
+
+
+class _Sized(SimpleNamespace):
+    """A TrackSet stand-in with a length."""
+
+    def __init__(self, tr: SimpleNamespace, n: int) -> None:
+        super().__init__(**vars(tr))
+        self._n = n
+
+    def __len__(self) -> int:
+        return self._n
+
+
+@pytest.mark.parametrize("scheme", ["id", "state"])
+@pytest.mark.parametrize("frame_id", ["w", "st4r_world"])
+def test_cdr_markers_deserialise_to_the_message_objects(scheme: str, frame_id: str) -> None:
+    pytest.importorskip("rclpy", reason="rclpy missing")
+    from geometry_msgs.msg import Point
+    from rclpy.serialization import deserialize_message
+    from std_msgs.msg import ColorRGBA
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    if not cv.cdr_layout_matches("visualization_msgs/Marker", Marker):
+        pytest.skip("this ROS has another Marker definition: the node publishes message objects")
+    rng = np.random.default_rng(1)
+    n, length = 12, 6
+    ids, pos = np.arange(5, 5 + n) * 2**33, rng.normal(size=(n, 3))
+    hist = rng.normal(size=(n, length, 3))
+    hist[0, :-1] = np.nan  # one finite history point: a 2-point strip
+    hist[1] = np.nan  # none: head only
+    pos[2] = np.nan  # not drawn at all
+    vis, dyn, conf = rng.random(n) > 0.3, rng.random(n) > 0.5, rng.random(n)
+    kw = {"cap": 9, "trail": 4, "scheme": scheme, "scale": 0.02}
+    hdr = _stamped_header(frame_id)
+    objs = MarkerArray(markers=cv.build_markers(Marker, Point, ColorRGBA, hdr, ids, pos, hist, vis, dyn, conf, **kw))
+    got = deserialize_message(cv.marker_array_cdr((hdr.stamp.sec, hdr.stamp.nanosec), frame_id,
+                                                  cv.plan_markers(ids, pos, hist, vis, dyn, conf, **kw)), MarkerArray)
+    assert got == objs and len(got.markers) >= 3

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""The node against the tracker it wraps: output rate and latency of ``st4rtrack-node`` over DDS versus the offline
+online-mode :class:`~st4rtrack_ros.tracking.tracker.OnlineTracker` on the same bag, in one run.
+
+1. offline: the tracker ``st4rtrack_ros.pipeline.build_tracker`` makes from the node's own default parameters (the
+   same spec the node builds) steps over every frame of the bag, decoded beforehand; rate = frames / Σ step time.
+   It runs before and after the live runs (the machine is shared: the mean of both brackets the load).
+2. live: for each input rate, the node is started as a subprocess (``live_eval.NodeProcess``) and the bag is replayed
+   into it from this process (``live_eval.replay``) for ``--duration`` s (looped, stamps shifted), with every output
+   subscribed (``live_eval.OutputRecorder``): points, map, tracks, track_markers, camera_pose, path, status,
+   /diagnostics. The node's last /diagnostics (its per-stage timings, where the node reports them) is kept.
+   ``--baseline-src DIR`` runs a second node from another copy of the package (PYTHONPATH), before the current one,
+   for before/after ratios measured side by side.
+
+ratio = node output rate / offline tracker rate. Targets (issue #20): ratio ≥ 0.8 with every output subscribed and
+latency p95 ≤ 2 × p50.
+
+  .venv/bin/python benchmarks/bench_node.py BAG --hz 10 30 --duration 90 --json docs/bench_node_X.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from st4rtrack_ros.data.bag_io import read_frames
+from st4rtrack_ros.pipeline import TrackerSpec, build_tracker
+from st4rtrack_ros.ros import conversions as cv
+from st4rtrack_ros.ros import params as P
+from st4rtrack_ros.ros.env import domain_id_for
+from st4rtrack_ros.ros.live_eval import OUTPUTS, NodeProcess, OutputRecorder, live_stats, node_inputs_for_bag, replay
+from st4rtrack_ros.tracking.types import FrameInput
+
+
+def load() -> dict[str, Any]:
+    """Load average and the top CPU consumers, to say how busy the shared machine was."""
+    top = subprocess.run(["ps", "-eo", "pcpu,comm", "--sort=-pcpu", "--no-headers"], capture_output=True,
+                         text=True).stdout.splitlines()[:6]
+    return {"loadavg": list(os.getloadavg()), "cpus": os.cpu_count(), "top": [" ".join(t.split()) for t in top]}
+
+
+def offline_rate(bag: Path, params: dict[str, Any], warmup: int = 4) -> dict[str, Any]:
+    """Frames/s of ``tracker.step`` over the whole bag (frames decoded beforehand, as the node decodes in its
+    callback); ``warmup`` frames first (then a reset), so one-off allocations are not counted."""
+    import torch
+
+    tracker = build_tracker(TrackerSpec.from_params(params))
+    frames = list(read_frames(bag))
+    with torch.inference_mode():
+        for f in frames[:warmup]:
+            tracker.step(FrameInput(f.stamp_ns, f.image, f.k, None))
+        tracker.reset("warm-up done")
+        steps, stage = [], {}
+        for f in frames:
+            t0 = time.perf_counter()
+            res = tracker.step(FrameInput(f.stamp_ns, f.image, f.k, None))
+            steps.append(time.perf_counter() - t0)
+            for k, v in res.timings_ms.items():
+                stage.setdefault(k, []).append(v)
+            if res.map_points is not None:
+                tracker._bench_last_map = res
+    steps_ms = np.array(steps) * 1e3
+    last_map = getattr(tracker, "_bench_last_map", None)
+    return {"frames": len(frames), "fps": len(frames) / float(np.sum(steps)), "_last": res, "_last_map": last_map,
+            "step_p50_ms": float(np.percentile(steps_ms, 50)), "step_p95_ms": float(np.percentile(steps_ms, 95)),
+            "stage_mean_ms": {k: float(np.mean(v)) for k, v in stage.items()}}
+
+
+def build_costs(res: Any, map_res: Any, params: dict[str, Any], reps: int = 10) -> dict[str, dict[str, float]]:
+    """Median ms to turn one tracker result into publishable data, per output: message objects + rclpy
+    serialisation (what ``publish(msg)`` costs: rclpy converts the objects, the rmw serialises) versus the CDR bytes
+    the node now publishes (``publish(bytes)`` hands them over as they are). Same process, same result, one after
+    the other."""
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import PointCloud2, PointField
+    from std_msgs.msg import Header
+    from visualization_msgs.msg import MarkerArray
+
+    from st4rtrack_ros.ros.publishing import Outputs
+
+    hdr, st, frame = Header(frame_id="st4r_world"), (1, 2), "st4r_world"
+    tr = res.tracks
+    pos = cv.to_rep103_points(np.asarray(tr.positions, np.float64))
+    hist = cv.to_rep103_points(np.asarray(tr.history, np.float64))
+    mk = {"cap": int(params["ros.max_marker_tracks"]), "trail": int(params["ros.marker_history"]),
+          "scheme": str(params["ros.marker_color"]), "scale": 0.01}
+    margs = (tr.ids, pos, hist, tr.visible, tr.dynamic, tr.confidence)
+    cloud = cv.cloud_array(cv.to_rep103_points(res.points), res.colors, res.point_confidence,
+                           int(params["ros.max_cloud_points"]))
+    mres = map_res or res
+    mcloud = cv.cloud_array(cv.to_rep103_points(mres.map_points if mres.map_points is not None else mres.points),
+                            mres.map_colors if mres.map_points is not None else mres.colors, None,
+                            int(params["ros.max_map_points"]))
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import ColorRGBA
+    from visualization_msgs.msg import Marker
+
+    cases = {
+        "tracks": (lambda: serialize_message(Outputs._track_array(hdr, tr, pos)),
+                   lambda: cv.track_array_cdr(st, frame, tr.ids, pos, tr.visible, tr.dynamic, tr.confidence,
+                                              tr.sigma2, tr.age)),
+        "points": (lambda: serialize_message(cv.fill_cloud(PointCloud2(header=hdr), PointField, cloud)),
+                   lambda: cv.cloud_cdr(st, frame, cloud)),
+        "map": (lambda: serialize_message(cv.fill_cloud(PointCloud2(header=hdr), PointField, mcloud)),
+                lambda: cv.cloud_cdr(st, frame, mcloud)),
+        "markers": (lambda: serialize_message(MarkerArray(markers=cv.build_markers(Marker, Point, ColorRGBA, hdr,
+                                                                                   *margs, **mk))),
+                    lambda: cv.marker_array_cdr(st, frame, cv.plan_markers(*margs, **mk))),
+    }
+
+    def median_ms(fn: Any) -> float:
+        t = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+        return float(np.median(t) * 1e3)
+
+    out = {name: {"objects_ms": median_ms(a), "cdr_ms": median_ms(b)} for name, (a, b) in cases.items()}
+    out["_sizes"] = {"tracks": len(tr), "cloud_points": len(cloud), "map_points": len(mcloud),
+                     "marker_vertices": int(sum(min(len(h), mk["trail"]) for h in hist))}
+    return out
+
+
+def live_run(bag: Path, hz: float, duration: float, out: Path, env: dict[str, str] | None,
+             raw: bool) -> dict[str, Any]:
+    """One replay into a fresh node with every output subscribed; the summary plus the node's last diagnostics.
+    ``raw``: the recorder takes every output but status as bytes (no Python deserialisation)."""
+    domain = domain_id_for(os.getpid() + int(hz) + (7 if env else 0))
+    node = NodeProcess(node_inputs_for_bag(bag), domain_id=domain, log_dir=out / "node", env=env)
+    rec = OutputRecorder(domain, outputs=sorted(OUTPUTS), raw=[o for o in OUTPUTS if o != "status"] if raw else ())
+    try:
+        if not rec.wait_for(lambda: not node.alive() or "ready:" in node.log(), 180.0) or not node.alive():
+            raise RuntimeError(f"the node did not start:\n{node.log()[-3000:]}")
+        before = load()
+        t0 = time.monotonic()
+        sink = replay(rec, bag, hz=hz, duration_s=duration)
+        last = sink.order[-1] if sink.order else None
+        rec.wait_for(lambda: any(cv.ns_from_stamp(m.header.stamp) == last
+                                 for _, m in rec.inbox.get(rec.topic("status"))[-5:]), 5.0)
+        stats = live_stats(sink, rec, time.monotonic() - t0)
+        diags = rec.inbox.get("/diagnostics")
+        counts = {t: rec.inbox.count(rec.topic(t)) for t in OUTPUTS}
+    finally:
+        rec.close()
+        node.stop()
+    s = stats.summary()
+    s["received_per_output"] = counts
+    s["load_before"], s["load_after"] = before, load()
+    if diags:
+        s["node_diagnostics"] = {st.name: {kv.key: kv.value for kv in st.values} for st in diags[-1][1].status}
+    np.savetxt(out / "latency_ms.txt", stats.latency_ms, fmt="%.2f")
+    return s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bag", type=Path)
+    ap.add_argument("--hz", type=float, nargs="+", default=[10.0, 30.0])
+    ap.add_argument("--duration", type=float, default=90.0, help="seconds of replay per input rate")
+    ap.add_argument("--baseline-src", type=Path, default=None,
+                    help="a copy of the package's parent folder (holding st4rtrack_ros/ and config/) to run first")
+    ap.add_argument("--label", default="node", help="name of the current node's runs (e.g. 'before' when the whole "
+                    "benchmark runs under PYTHONPATH of an older copy)")
+    ap.add_argument("--deserialize", action="store_true", help="the recorder deserialises every output in Python "
+                    "(default: only status; the others are received as bytes, as a C++ consumer like RViz costs)")
+    ap.add_argument("--out", type=Path, default=Path("out/bench_node"))
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    params = {**P.defaults(), **node_inputs_for_bag(args.bag)}
+    result: dict[str, Any] = {"bag": str(args.bag), "hz": args.hz, "duration_s": args.duration,
+                              "recorder_deserializes": args.deserialize,
+                              "load_start": load(), "command": " ".join(sys.argv)}
+    off = [offline_rate(args.bag, params)]
+    print(f"[bench_node] offline {off[0]['fps']:.2f} frames/s", file=sys.stderr)
+    result["message_building"] = build_costs(off[0].pop("_last"), off[0].pop("_last_map"), params)
+    print(f"[bench_node] message building {json.dumps(result['message_building'])}", file=sys.stderr)
+    variants = ([("before", {"PYTHONPATH": str(args.baseline_src.resolve())})] if args.baseline_src else []) + \
+        [("after" if args.baseline_src else args.label, None)]
+    live: dict[str, dict[str, Any]] = {}
+    for name, env in variants:
+        for hz in args.hz:
+            s = live_run(args.bag, hz, args.duration, args.out / f"{name}_{hz:g}hz", env, not args.deserialize)
+            live[f"{name}_{hz:g}hz"] = s
+            print(f"[bench_node] {name} {hz:g} Hz: out {s['output_hz']:.2f} Hz, e2e p50/p95 "
+                  f"{s['latency_p50_ms']:.0f}/{s['latency_p95_ms']:.0f} ms", file=sys.stderr)
+    off.append(offline_rate(args.bag, params))
+    off[-1].pop("_last"), off[-1].pop("_last_map")
+    fps = float(np.mean([o["fps"] for o in off]))
+    for s in live.values():
+        s["ratio_to_offline"] = s["output_hz"] / fps
+        s["p95_over_p50"] = s["latency_p95_ms"] / s["latency_p50_ms"] if s["latency_p50_ms"] else None
+    result.update({"offline": off, "offline_fps_mean": fps, "live": live, "load_end": load()})
+    print(json.dumps({k: {"out_hz": round(v["output_hz"], 2), "ratio": round(v["ratio_to_offline"], 3),
+                          "p50": round(v["latency_p50_ms"], 1), "p95": round(v["latency_p95_ms"], 1),
+                          "p95/p50": round(v["p95_over_p50"] or 0, 2)} for k, v in live.items()}
+                     | {"offline_fps": [round(o["fps"], 2) for o in off]}, indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+        print(f"[bench_node] wrote {args.json}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
