@@ -132,8 +132,44 @@ def build_costs(res: Any, map_res: Any, params: dict[str, Any], reps: int = 10) 
     return out
 
 
+#: py-spy sample attribution: the first category (in this order) with a frame whose function matches one pattern.
+PROFILE_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("decode (image callback)", ("image_to_rgb", "_on_image")),
+    ("status", ("_publish_status",)),
+    ("diagnostics", ("_publish_diagnostics",)),
+    ("publish: tracks", ("_track_array", "track_array_cdr")),
+    ("publish: markers", ("_markers ", "build_markers", "plan_markers", "marker_array_cdr")),
+    ("publish: clouds (points + map)", ("cloud_array", "fill_cloud", "cloud_cdr", "_cloud ")),
+    ("publish: path", ("_path_msg", "path_cdr")),
+    ("publish: pose, tf, send", ("Outputs.publish", "publish (rclpy")),
+    ("tracker: network", ("StreamingEngine.step",)),
+    ("tracker: map update", ("MapAccumulator.add",)),
+    ("tracker: rest (preprocess, pose, tracks, cloud)", ("OnlineTracker.step",)),
+    ("executor (spin, DDS callbacks)", ("spin_once",)),
+)
+
+
+def summarise_profile(path: Path) -> dict[str, Any]:
+    """Share of py-spy samples (active threads, one sample per thread per tick) per category and per thread."""
+    cats: dict[str, int] = {}
+    threads: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        threads[frames[0]] = threads.get(frames[0], 0) + n
+        name = next((c for c, pats in PROFILE_CATEGORIES if any(p in f for f in frames[1:] for p in pats)), "other")
+        cats[name] = cats.get(name, 0) + n
+    share = {k: round(v / max(total, 1), 4) for k, v in sorted(cats.items(), key=lambda kv: -kv[1])}
+    return {"samples": total, "share": share, "threads": {k: round(v / max(total, 1), 4) for k, v in threads.items()}}
+
+
 def live_run(bag: Path, hz: float, duration: float, out: Path, env: dict[str, str] | None,
-             raw: bool) -> dict[str, Any]:
+             raw: bool, profile_s: float = 0.0) -> dict[str, Any]:
     """One replay into a fresh node with every output subscribed; the summary plus the node's last diagnostics.
     ``raw``: the recorder takes every output but status as bytes (no Python deserialisation)."""
     domain = domain_id_for(os.getpid() + int(hz) + (7 if env else 0))
@@ -143,6 +179,13 @@ def live_run(bag: Path, hz: float, duration: float, out: Path, env: dict[str, st
         if not rec.wait_for(lambda: not node.alive() or "ready:" in node.log(), 180.0) or not node.alive():
             raise RuntimeError(f"the node did not start:\n{node.log()[-3000:]}")
         before = load()
+        spy = None
+        if profile_s > 0:  # idle threads are not sampled: only work counts
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                                    str(node.proc.pid), "--duration", str(int(profile_s)), "--rate", "50",
+                                    "--format", "raw", "--threads", "--nonblocking",
+                                    "--output", str(out / "node_pyspy.txt")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         t0 = time.monotonic()
         sink = replay(rec, bag, hz=hz, duration_s=duration)
         last = sink.order[-1] if sink.order else None
@@ -155,6 +198,10 @@ def live_run(bag: Path, hz: float, duration: float, out: Path, env: dict[str, st
         rec.close()
         node.stop()
     s = stats.summary()
+    if spy is not None:
+        spy.wait(timeout=60)
+        if (out / "node_pyspy.txt").exists():
+            s["py_spy"] = summarise_profile(out / "node_pyspy.txt")
     s["received_per_output"] = counts
     s["load_before"], s["load_after"] = before, load()
     if diags:
@@ -174,6 +221,8 @@ def main() -> None:
                     "benchmark runs under PYTHONPATH of an older copy)")
     ap.add_argument("--deserialize", action="store_true", help="the recorder deserialises every output in Python "
                     "(default: only status; the others are received as bytes, as a C++ consumer like RViz costs)")
+    ap.add_argument("--profile", type=float, default=0.0, help="py-spy the node for this many s of each replay "
+                    "(pip install py-spy into the venv; not a project requirement)")
     ap.add_argument("--out", type=Path, default=Path("out/bench_node"))
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -190,7 +239,8 @@ def main() -> None:
     live: dict[str, dict[str, Any]] = {}
     for name, env in variants:
         for hz in args.hz:
-            s = live_run(args.bag, hz, args.duration, args.out / f"{name}_{hz:g}hz", env, not args.deserialize)
+            s = live_run(args.bag, hz, args.duration, args.out / f"{name}_{hz:g}hz", env, not args.deserialize,
+                         args.profile)
             live[f"{name}_{hz:g}hz"] = s
             print(f"[bench_node] {name} {hz:g} Hz: out {s['output_hz']:.2f} Hz, e2e p50/p95 "
                   f"{s['latency_p50_ms']:.0f}/{s['latency_p95_ms']:.0f} ms", file=sys.stderr)

@@ -265,6 +265,8 @@ CDR_LAYOUTS: dict[str, dict[str, str]] = {
                                 "fields": "sequence<sensor_msgs/PointField>", "is_bigendian": "boolean",
                                 "point_step": "uint32", "row_step": "uint32", "data": "sequence<uint8>",
                                 "is_dense": "boolean"},
+    "nav_msgs/Path": {"header": "std_msgs/Header", "poses": "sequence<geometry_msgs/PoseStamped>"},
+    "geometry_msgs/PoseStamped": {"header": "std_msgs/Header", "pose": "geometry_msgs/Pose"},
     "visualization_msgs/Marker": {
         "header": "std_msgs/Header", "ns": "string", "id": "int32", "type": "int32", "action": "int32",
         "pose": "geometry_msgs/Pose", "scale": "geometry_msgs/Vector3", "color": "std_msgs/ColorRGBA",
@@ -408,4 +410,30 @@ def marker_array_cdr(stamp: tuple[int, int], frame_id: str, plan: MarkerPlan) ->
     d = 2.5 * plan.scale
     _marker_cdr(w, stamp, frame_id, "heads", 0, SPHERE_LIST, ADD, (d, d, d), (1.0, 1.0, 1.0, 1.0), plan.head_points,
                 plan.head_colors)
+    return w.getvalue()
+
+
+def path_cdr(stamp: tuple[int, int], frame_id: str, stamps: np.ndarray, poses: np.ndarray) -> bytes:
+    """nav_msgs/Path, serialised: ``stamps`` (N, 2) (sec, nanosec), ``poses`` (N, 7) position xyz + quaternion
+    xyzw, every PoseStamped in ``frame_id``.
+
+    Every PoseStamped but the first starts 8-aligned (the one before ends with float64s), so those are one
+    structured array of a fixed stride: header, padding, pose."""
+    n = len(poses)
+    w = CdrWriter()
+    w.header(*stamp, frame_id)
+    w.pack("I", n, align=4)
+    if n == 0:
+        return w.getvalue()
+    w.header(int(stamps[0, 0]), int(stamps[0, 1]), frame_id)
+    w.pack("7d", *(float(v) for v in poses[0]), align=8)
+    fid = frame_id.encode() + b"\x00"
+    pose_at = -(-(12 + len(fid)) // 8) * 8
+    dt = np.dtype({"names": ["sec", "nanosec", "len", "frame", "pose"],
+                   "formats": ["<i4", "<u4", "<u4", f"S{len(fid)}", ("<f8", 7)],
+                   "offsets": [0, 4, 8, 12, pose_at], "itemsize": pose_at + 56})
+    rest = np.zeros(n - 1, dt)
+    rest["sec"], rest["nanosec"], rest["len"], rest["frame"] = stamps[1:, 0], stamps[1:, 1], len(fid), fid
+    rest["pose"] = poses[1:]
+    w.raw(memoryview(rest.view(np.uint8)), align=8)
     return w.getvalue()

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from builtin_interfaces.msg import Time as TimeMsg
 from geometry_msgs.msg import Point, PoseStamped, TransformStamped
 from nav_msgs.msg import Path as PathMsg
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -73,13 +74,16 @@ class Outputs:
         self.path = make(PathMsg, "~/path", qos_out(1))
         self.tf = make(TFMessage, "/tf", qos_out(100)) if TFMessage is not None and param("ros.publish_tf") else None
         self.tf_static = make(TFMessage, "/tf_static", qos_static()) if TFMessage is not None else None
-        self._path: deque[PoseStamped] = deque(maxlen=int(param("ros.max_path_length")))
+        # (sec, nanosec, x, y, z, qx, qy, qz, qw) per published pose: ~/path is built from these
+        self._path: deque[tuple[float, ...]] = deque(maxlen=int(param("ros.max_path_length")))
         self._last_map = -1e18
         # serialised outputs where this ROS's message definitions are the ones the CDR writers follow
         self._cdr_tracks = cv.cdr_layout_matches("st4rtrack_ros/Track3DArray", Track3DArray) and \
             cv.cdr_layout_matches("st4rtrack_ros/Track3D", Track3D)
         self._cdr_cloud = cv.cdr_layout_matches("sensor_msgs/PointCloud2", PointCloud2)
         self._cdr_markers = cv.cdr_layout_matches("visualization_msgs/Marker", Marker)
+        self._cdr_path = cv.cdr_layout_matches("nav_msgs/Path", PathMsg) and \
+            cv.cdr_layout_matches("geometry_msgs/PoseStamped", PoseStamped)
 
     def all(self) -> list[Any]:
         return [p for p in (self.points, self.map, self.tracks, self.markers, self.pose, self.path, self.tf,
@@ -118,9 +122,10 @@ class Outputs:
         o = ps.pose.orientation
         o.x, o.y, o.z, o.w = cv.quaternion_from_matrix(pose[:3, :3])
         self.pose.publish(ps)
-        self._path.append(ps)
+        p = ps.pose.position
+        self._path.append((*st, p.x, p.y, p.z, o.x, o.y, o.z, o.w))
         if self.path.get_subscription_count():
-            self.path.publish(PathMsg(header=hdr, poses=list(self._path)))
+            self.path.publish(self._path_msg(hdr, st))
         if self.tf is not None:
             self.tf.publish(TFMessage(transforms=[transform_stamped(stamp, self.world_frame, self.camera_frame,
                                                                     pose)]))
@@ -150,6 +155,20 @@ class Outputs:
             self.markers.publish(self._markers(hdr, st, tr, positions, pose[:3, 3]))
         self._lap(ms, "markers", t)
         return ms
+
+    def _path_msg(self, hdr: Header, st: tuple[int, int]) -> PathMsg | bytes:
+        rows = np.array(self._path, np.float64).reshape(-1, 9)
+        stamps = rows[:, :2].astype(np.int64)
+        if self._cdr_path:
+            return cv.path_cdr(st, self.world_frame, stamps, rows[:, 2:])
+        poses = []
+        for (sec, nsec), r in zip(stamps, rows[:, 2:], strict=True):
+            ps = PoseStamped(header=header(TimeMsg(sec=int(sec), nanosec=int(nsec)), self.world_frame))
+            ps.pose.position.x, ps.pose.position.y, ps.pose.position.z = (float(v) for v in r[:3])
+            o = ps.pose.orientation
+            o.x, o.y, o.z, o.w = (float(v) for v in r[3:])
+            poses.append(ps)
+        return PathMsg(header=hdr, poses=poses)
 
     @staticmethod
     def _lap(ms: dict[str, float], name: str, t0: float) -> float:

@@ -234,3 +234,28 @@ def test_cdr_markers_deserialise_to_the_message_objects(scheme: str, frame_id: s
     got = deserialize_message(cv.marker_array_cdr((hdr.stamp.sec, hdr.stamp.nanosec), frame_id,
                                                   cv.plan_markers(ids, pos, hist, vis, dyn, conf, **kw)), MarkerArray)
     assert got == objs and len(got.markers) >= 3
+
+
+@pytest.mark.parametrize("frame_id", ["", "w", "odom", "st4r_world", "robot/st4r_world"])
+@pytest.mark.parametrize("n", [0, 1, 2, 5])
+def test_cdr_path_deserialises_to_the_message_objects(frame_id: str, n: int) -> None:
+    pytest.importorskip("rclpy", reason="rclpy missing")
+    from builtin_interfaces.msg import Time
+    from geometry_msgs.msg import PoseStamped
+    from nav_msgs.msg import Path as PathMsg
+    from rclpy.serialization import deserialize_message
+
+    rng = np.random.default_rng(n)
+    stamps = np.stack([1_700_000_000 + np.arange(n), rng.integers(0, 10**9, n)], 1)
+    poses = rng.normal(size=(n, 7))
+    hdr = _stamped_header(frame_id)
+    want = PathMsg(header=hdr)
+    for (sec, nsec), p in zip(stamps, poses, strict=True):
+        ps = PoseStamped()
+        ps.header.stamp, ps.header.frame_id = Time(sec=int(sec), nanosec=int(nsec)), frame_id
+        ps.pose.position.x, ps.pose.position.y, ps.pose.position.z = (float(v) for v in p[:3])
+        o = ps.pose.orientation
+        o.x, o.y, o.z, o.w = (float(v) for v in p[3:])
+        want.poses.append(ps)
+    got = deserialize_message(cv.path_cdr((hdr.stamp.sec, hdr.stamp.nanosec), frame_id, stamps, poses), PathMsg)
+    assert got == want
