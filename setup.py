@@ -30,7 +30,7 @@ setup(
         "console_scripts": [
             "st4rtrack-synth = st4rtrack_ros.data.synth_cli:main",
             "st4rtrack-play = st4rtrack_ros.ros.play:main",
-            "st4rtrack-eval = st4rtrack_ros.evaluation.cli:main",
+            "st4rtrack-eval = st4rtrack_ros.cli:eval_main",
             "st4rtrack-adapt = st4rtrack_ros.adaptation.domain_cli:main",
             "st4rtrack-study = st4rtrack_ros.evaluation.study:main",
             "st4rtrack-train = st4rtrack_ros.training.cli:main",

@@ -37,13 +37,14 @@ def _section(flat: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 @dataclass
 class TrackerSpec:
-    """What to build. ``tracking`` and ``adaptation`` are the nested sections of config/tracker.yaml."""
+    """What to build. ``tracking`` and ``adaptation``: the nested sections of config/tracker.yaml, or the core's
+    ``TrackerConfig`` / ``AdaptationConfig`` already made from them."""
 
     checkpoint: str = ""
     device: str = ""
     fit: str = "crop"
-    tracking: dict[str, Any] = field(default_factory=dict)
-    adaptation: dict[str, Any] | None = None  # None: no adaptation worker
+    tracking: Any = field(default_factory=dict)  # dict | TrackerConfig
+    adaptation: Any = None  # dict | AdaptationConfig | None (None: no adaptation worker)
 
     @classmethod
     def from_params(cls, flat: Mapping[str, Any]) -> TrackerSpec:
@@ -56,8 +57,8 @@ class TrackerSpec:
         ckpt = Path(self.checkpoint) if self.checkpoint else default_checkpoint()
         if not ckpt.exists():
             hint = "" if self.checkpoint else " (the embedded default model is not installed)"
-            raise FileNotFoundError(f"model checkpoint {ckpt} does not exist; pass one with "
-                                    f"`-p model.checkpoint:=/path/to/weights.safetensors`{hint}")
+            raise FileNotFoundError(f"checkpoint not found: {ckpt}{hint}; pass one with "
+                                    "`-p model.checkpoint:=/path/to/weights.safetensors`")
         return ckpt
 
     def resolved_device(self) -> torch.device:
@@ -82,10 +83,12 @@ def build_tracker(spec: TrackerSpec, *, net: torch.nn.Module | None = None,
         ckpt = spec.resolved_checkpoint()
         net = load_checkpoint(ckpt, device=device)
         log(f"model {ckpt} on {device}")
-    cfg = dataclasses.replace(TrackerConfig.from_dict(spec.tracking), fit=spec.fit)
+    tracking = spec.tracking if isinstance(spec.tracking, TrackerConfig) else TrackerConfig.from_dict(spec.tracking)
+    cfg = dataclasses.replace(tracking, fit=spec.fit)
     worker = None
     if spec.adaptation is not None:
-        adapt_cfg = AdaptationConfig.from_dict(spec.adaptation)
+        adapt_cfg = spec.adaptation if isinstance(spec.adaptation, AdaptationConfig) \
+            else AdaptationConfig.from_dict(spec.adaptation)
         worker = AdaptationWorker(net, adapt_cfg)
         log(f"adaptation pseudo-labels: {worker.label_sources()}")
         if adapt_cfg.resume and adapt_cfg.save_path and Path(adapt_cfg.save_path).exists():

@@ -55,6 +55,9 @@ from st4rtrack_ros.adaptation.pseudo_labels import (
 from st4rtrack_ros.geometry.pose import PoseConfig
 from st4rtrack_ros.model.network import PARAM_SETS, St4RTrackNet
 from st4rtrack_ros.settings import check_keys
+from st4rtrack_ros.tracking.adaptation_port import WindowSnapshot
+
+__all__ = ["PARAM_SETS", "AdaptationConfig", "AdaptationWorker", "RoundResult", "WindowSnapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -124,20 +127,6 @@ class AdaptationConfig:
         d = dict(d or {})
         check_keys(cls, d, "adaptation parameters")
         return cls(**d)
-
-
-@dataclass
-class WindowSnapshot:
-    """What the tracker hands over: frames of one window at model resolution, the anchor first."""
-
-    images: torch.Tensor  # (F, 3, H, W) in [-1, 1], CPU
-    rgb: np.ndarray  # (F, H, W, 3) uint8 (for KLT)
-    k: torch.Tensor  # (3, 3) the window's K in model pixels
-    depth: np.ndarray | None = None  # (F, H, W) aligned depth (metres, 0 = none) or None
-    # Every frame from the anchor on (G, H, W, 3) and where the F frames sit in it: KLT follows points through
-    # consecutive frames, a few pixels apart, then the labels are read at the snapshot's frames. None: KLT runs on rgb.
-    chain_rgb: Sequence[np.ndarray] | None = None  # (G × (H, W, 3)); a list from the tracker: no copy on its thread
-    chain_index: np.ndarray | None = None  # (F,) int, chain_index[0] == 0
 
 
 class _Stopped(Exception):

@@ -7,17 +7,15 @@ import dataclasses
 import sys
 from pathlib import Path
 
-import torch
-
-from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker
+from st4rtrack_ros.adaptation.worker import AdaptationConfig
 from st4rtrack_ros.data.bag_format import Topics
 from st4rtrack_ros.data.bag_io import BenchmarkBagReader
 from st4rtrack_ros.evaluation.report import compute_metrics, write_report
 from st4rtrack_ros.evaluation.runner import RunConfig, protocol_config, run_frames
-from st4rtrack_ros.model.checkpoint import CheckpointError, load_checkpoint
-from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
-from st4rtrack_ros.settings import SettingsError, default_checkpoint, load_section
-from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
+from st4rtrack_ros.model.checkpoint import CheckpointError
+from st4rtrack_ros.pipeline import TrackerSpec, build_tracker
+from st4rtrack_ros.settings import SettingsError, load_section
+from st4rtrack_ros.tracking.tracker import TrackerConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,12 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--live" in argv:  # replay into a running node over DDS (rclpy stays in st4rtrack_ros/ros/)
-        from st4rtrack_ros.ros.live_eval import main as live_main
-
-        return live_main([a for a in argv if a != "--live"])
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # --live is dispatched by st4rtrack_ros.cli, above the ROS adapter
     try:
         section = load_section(args.config, "evaluation") if args.config else {}
         model_section = load_section(args.config, "model") if args.config else {}
@@ -56,25 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, ValueError, TypeError) as e:
         print(f"st4rtrack-eval: {e}", file=sys.stderr)
         return 2
-    device = torch.device(args.device or model_section.get("device") or
-                          ("cuda" if torch.cuda.is_available() else "cpu"))
-    ckpt = args.checkpoint or (Path(model_section["checkpoint"]) if model_section.get("checkpoint") else None) \
-        or default_checkpoint()
-    try:
-        net = load_checkpoint(ckpt, device=device)
-    except CheckpointError as e:
-        print(f"st4rtrack-eval: {e}", file=sys.stderr)
-        return 2
     cfg = RunConfig(max_frames=args.frames if args.frames is not None else int(section.get("max_frames", 64)),
                     mode=args.mode or section.get("mode", "protocol"), depth_to_tracker=args.depth_labels)
-    tracker_cfg = dataclasses.replace(tracker_cfg, fit=model_section.get("fit", tracker_cfg.fit))
     if cfg.mode == "protocol":
         tracker_cfg = protocol_config(tracker_cfg)
+    spec = TrackerSpec(checkpoint=str(args.checkpoint or model_section.get("checkpoint") or ""),
+                       device=args.device or model_section.get("device") or "",
+                       fit=model_section.get("fit", tracker_cfg.fit), tracking=tracker_cfg,
+                       adaptation=dataclasses.replace(adapt_cfg, enabled=True, synchronous=True) if args.adapt
+                       else None)
+    try:
+        ckpt, device = spec.resolved_checkpoint(), spec.resolved_device()
+        tracker = build_tracker(spec)
+    except (CheckpointError, FileNotFoundError) as e:
+        print(f"st4rtrack-eval: {e}", file=sys.stderr)
+        return 2
+    net, worker = tracker.engine.net, tracker.adaptation
     topics = Topics(image=args.image_topic) if args.image_topic else None
-    worker = None
-    if args.adapt:
-        worker = AdaptationWorker(net, dataclasses.replace(adapt_cfg, enabled=True, synchronous=True))
-    tracker = OnlineTracker(StreamingEngine(net, EngineOptions.fastest(device)), tracker_cfg, worker)
     with BenchmarkBagReader(args.bag, topics=topics) as reader:
         print(f"[eval] {args.bag} ({reader.image_topic}) with {ckpt} on {device}, mode {cfg.mode}", file=sys.stderr,
               flush=True)

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from st4rtrack_ros.adaptation.worker import AdaptationWorker, WindowSnapshot
 from st4rtrack_ros.geometry.intrinsics import intrinsics_from_pointmap
 from st4rtrack_ros.geometry.occlusion import occlusion_mask, recon_depth, reproject_tracks
 from st4rtrack_ros.geometry.pose import PoseConfig, estimate_poses
@@ -42,6 +41,7 @@ from st4rtrack_ros.model.preprocess import FitMode, PixelMapping, fit_depth, fit
 from st4rtrack_ros.model.streaming import StreamingEngine
 from st4rtrack_ros.model.uncertainty import sigma2_from_conf
 from st4rtrack_ros.settings import check_keys
+from st4rtrack_ros.tracking.adaptation_port import Adapter, WindowSnapshot
 from st4rtrack_ros.tracking.pointmap import MapAccumulator
 from st4rtrack_ros.tracking.queries import QueryMode, select_queries
 from st4rtrack_ros.tracking.tracks import TrackTable, fill_queries
@@ -96,7 +96,7 @@ class _Window:
 
 class OnlineTracker:
     def __init__(self, engine: StreamingEngine, config: TrackerConfig | None = None,
-                 adaptation: AdaptationWorker | None = None) -> None:
+                 adaptation: Adapter | None = None) -> None:
         self.engine = engine
         self.config = config or TrackerConfig()
         self.adaptation = adaptation
