@@ -3,6 +3,7 @@ set-up) it skips; test_node_dds.py starts the same executable with --ros-args th
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,10 @@ def launch_description() -> LaunchDescription:
 
 @pytest.mark.launch(fixture=launch_description)
 def test_node_comes_up() -> None:
-    """The launched node offers its reset service within 60 s (needs the default model installed)."""
+    """The launch file drives the lifecycle node to active (autostart): it offers its reset service (created at
+    configure) within 60 s and reports the state 'active' (needs the default model installed)."""
     import rclpy
+    from lifecycle_msgs.srv import GetState
     from std_srvs.srv import Trigger
 
     rclpy.init()
@@ -41,6 +44,17 @@ def test_node_comes_up() -> None:
         node = rclpy.create_node("launch_test_probe")
         cli = node.create_client(Trigger, "/st4rtrack/reset")
         assert cli.wait_for_service(timeout_sec=60.0), "st4rtrack node did not come up"
+        state = node.create_client(GetState, "/st4rtrack/get_state")
+        assert state.wait_for_service(timeout_sec=10.0)
+        label = ""
+        for _ in range(100):  # configure → activate are two events: the second may still be on its way
+            fut = state.call_async(GetState.Request())
+            rclpy.spin_until_future_complete(node, fut, timeout_sec=5.0)
+            label = fut.result().current_state.label if fut.result() else ""
+            if label == "active":
+                break
+            time.sleep(0.1)
+        assert label == "active", label
         node.destroy_node()
     finally:
         rclpy.try_shutdown()
