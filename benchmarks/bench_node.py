@@ -117,6 +117,11 @@ def build_costs(res: Any, map_res: Any, params: dict[str, Any], reps: int = 10) 
                    lambda: cv.cloud_cdr(st, frame, cloud)),
         "map": (lambda: serialize_message(cv.fill_cloud(PointCloud2(header=hdr), PointField, mcloud)),
                 lambda: cv.cloud_cdr(st, frame, mcloud)),
+        # rosidl's field checks on (what ROS_PYTHON_CHECK_FIELDS=1 turns on): assigning bytes to a uint8[] field
+        # then tests every byte in Python
+        "points_field_checks": (lambda: serialize_message(cv.fill_cloud(PointCloud2(header=hdr, check_fields=True),
+                                                                        PointField, cloud)),
+                                lambda: cv.cloud_cdr(st, frame, cloud)),
         "markers": (lambda: serialize_message(MarkerArray(markers=cv.build_markers(Marker, Point, ColorRGBA, hdr,
                                                                                    *margs, **mk))),
                     lambda: cv.marker_array_cdr(st, frame, cv.plan_markers(*margs, **mk))),
@@ -235,6 +240,8 @@ def main() -> None:
                     "(pip install py-spy into the venv; not a project requirement)")
     ap.add_argument("--repeats", type=int, default=1, help="blocks of live runs, each followed by an offline run")
     ap.add_argument("--offline-frames", type=int, default=0, help="frames of each offline run (0 = the whole bag)")
+    ap.add_argument("--threads-check", action="store_true", help="also time the offline tracker with one torch "
+                    "thread (on an oversubscribed machine OpenMP's two threads can be far slower than one)")
     ap.add_argument("--out", type=Path, default=Path("out/bench_node"))
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -248,6 +255,15 @@ def main() -> None:
         return o
 
     off = [offline()]
+    if args.threads_check:  # the same offline run with one torch thread: is the CPU oversubscribed right now?
+        import torch
+
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        one = offline_rate(args.bag, params, max_frames=args.offline_frames)
+        torch.set_num_threads(n)
+        result["offline_one_thread"] = {k: v for k, v in one.items() if not k.startswith("_")}
+        print(f"[bench_node] offline with 1 torch thread {one['fps']:.2f} frames/s (default {n})", file=sys.stderr)
     result["message_building"] = build_costs(off[0].pop("_last"), off[0].pop("_last_map"), params)
     print(f"[bench_node] message building {json.dumps(result['message_building'])}", file=sys.stderr)
     variants = ([("before", {"PYTHONPATH": str(args.baseline_src.resolve())})] if args.baseline_src else []) + \
