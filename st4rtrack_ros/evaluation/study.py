@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -137,12 +138,17 @@ def run_cell(cfg: StudyConfig, bag: Path, corruption: float, variant: str) -> di
     diverged = any(not math.isfinite(h["loss_after"]) or (math.isfinite(h["loss_before"]) and h["loss_before"] > 0
                                                          and h["loss_after"] > 10 * h["loss_before"]) for h in hist)
     tr = m.get("tracking", {}).get("median", {})
+    # Last frame whose scored tracks still move: a ground-truth track ends (holds its position) when the tracker
+    # re-anchors, and a round after that frame cannot change EPE.
+    same = np.isclose(run.pred_tracks[1:], run.pred_tracks[:-1], rtol=0.0, atol=0.0, equal_nan=True)
+    moved = np.flatnonzero(~same.all(axis=(1, 2)))
     return {
         "epe": tr.get("epe"), "apd": tr.get("apd"), "epe_dynamic": tr.get("epe_dynamic"),
         "apd_dynamic": tr.get("apd_dynamic"), "abs_rel": m.get("depth", {}).get("abs_rel"),
         "delta_1_25": m.get("depth", {}).get("delta_1_25"), "ate": m.get("camera", {}).get("ate"),
         "rounds": worker.rounds if worker else 0, "accepted": worker.accepted if worker else 0,
         "rolled_back": worker.rolled_back if worker else 0, "diverged": diverged, "history": hist,
+        "tracks_moving_until": int(moved[-1]) + 1 if len(moved) else 0,
         "drift": worker.max_relative_drift() if worker else 0.0, **_sigma2_probe(net, bag, cfg.device),
         "seconds": time.perf_counter() - t0,
     }
@@ -295,6 +301,10 @@ def write_summary(cfg: StudyConfig, results: list[dict[str, Any]], out: Path) ->
         base = [r for r in results if r["variant"] == ref_none]
         lines.append(f"| {ref_none} | – | – | – | – | – | – | – | {_ms([r.get('sigma2_track') for r in base])} | "
                      f"{_ms([r.get('sigma2_recon') for r in base])} |")
+        live = [r["tracks_moving_until"] for r in results if "tracks_moving_until" in r]
+        if live:
+            lines += ["", f"Scored tracks move until frame {min(live)}–{max(live)} of {cfg.frames - 1} (a track ends "
+                      "at re-anchoring; a round after that frame cannot change EPE)."]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for i, v in enumerate(variants):  # one colour per variant in every panel
         ys = [statistics.mean([r["epe"] for r in results if r["variant"] == v and r["corruption"] == c
