@@ -53,7 +53,7 @@ class NodeProcess:
         pf = params_file or defaults_file()
         args = [*NODE_CMD, "--ros-args", "--params-file", str(pf)]
         for k, v in params.items():
-            val = ("true" if v else "false") if isinstance(v, bool) else str(v)
+            val = ("true" if v else "false") if isinstance(v, bool) else str(v) or "''"  # rcl refuses `name:=`
             args += ["-p", f"{k}:={val}"]
         args += list(extra_args)
         self.args = args
