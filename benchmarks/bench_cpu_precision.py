@@ -14,13 +14,16 @@ For each named option set in ``st4rtrack_ros.model.streaming.CPU_MODES``:
   (protocol mode): tracking EPE, depth AbsRel, ATE, with their relative change from fp32, and fp32 run a second
   time as the harness's run-to-run floor.
 
-Needs only the repository's venv. Example (about 15 min on a quiet 2-core CPU):
-  nice -n 10 .venv/bin/python benchmarks/bench_cpu_precision.py --json docs/bench_cpu_precision.json
+``--compile`` adds bf16+nhwc with the engine's ``torch.compile`` option (its first call compiles: minutes here).
+
+Needs only the repository's venv. Example (about 15 min on a quiet 2-core CPU, 30+ on a busy one):
+  nice -n 10 .venv/bin/python benchmarks/bench_cpu_precision.py --compile --json docs/bench_cpu_precision.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -86,10 +89,11 @@ def rel_diff(out, ref) -> dict[str, float]:
 
 
 def time_modes(engines: dict[str, StreamingEngine], frame: torch.Tensor, rounds: int, steps: int
-               ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Per-round median step ms of every mode, and the GEMM peaks measured between the rounds."""
+               ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
+    """Per-round median step ms of every mode, every step's ms, and the GEMM peaks measured between the rounds."""
     names = list(engines)
     ms: dict[str, list[float]] = {n: [] for n in names}
+    every: dict[str, list[float]] = {n: [] for n in names}
     peaks: dict[str, list[float]] = {"fp32": [], "bf16": [], "int8": []}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:  # rotated: no mode always runs first
@@ -101,11 +105,12 @@ def time_modes(engines: dict[str, StreamingEngine], frame: torch.Tensor, rounds:
                 eng.step(frame)
                 times.append((time.perf_counter() - t0) * 1e3)
             ms[name].append(statistics.median(times))
+            every[name] += times
         for key, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("int8", torch.int8)):
             peaks[key].append(gemm_gflops(dtype))
         print(f"[bench] round {r + 1}/{rounds}: " + ", ".join(f"{n} {ms[n][-1]:.1f} ms" for n in names),
               file=sys.stderr, flush=True)
-    return ms, peaks
+    return ms, every, peaks
 
 
 def bag_metrics(engine: StreamingEngine, bag: Path, frames: int) -> dict[str, float | None]:
@@ -121,16 +126,22 @@ def bag_metrics(engine: StreamingEngine, bag: Path, frames: int) -> dict[str, fl
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    modes = args.modes or list(CPU_MODES)
-    if modes[0] != "fp32":
-        modes = ["fp32", *[m for m in modes if m != "fp32"]]
+    names = ["fp32", *[m for m in (args.modes or list(CPU_MODES)) if m != "fp32"]]
+    options = {m: EngineOptions.cpu_mode(m) for m in names}
+    if args.compile:  # the engine's torch.compile option on top of the bf16 path
+        options["bf16+nhwc+compile"] = dataclasses.replace(EngineOptions.cpu_mode("bf16+nhwc"), compile=True)
+    modes = list(options)
     # One network per mode: NHWC and the bf16-head hooks change the module they are given.
     nets = {m: load_checkpoint(args.checkpoint, device="cpu") for m in modes}
-    engines = {m: StreamingEngine(nets[m], EngineOptions.cpu_mode(m)) for m in modes}
+    engines = {m: StreamingEngine(nets[m], options[m]) for m in modes}
     wh = nets["fp32"].config.img_size
     images = bag_images(args.real_bag, wh, args.pointmap_frames + 1)
-    for eng in engines.values():
+    first_call_s = {}
+    for m, eng in engines.items():  # the first calls compile (compile mode): timed apart
+        t0 = time.perf_counter()
         eng.set_anchor(images[0])
+        eng.step(images[1:2])
+        first_call_s[m] = time.perf_counter() - t0
 
     flops = FlopCounterMode(display=False)
     with flops:
@@ -145,16 +156,18 @@ def run(args: argparse.Namespace) -> dict:
         diffs = [rel_diff(engines[m].step(images[i:i + 1]), refs[i - 1]) for i in range(1, len(images))]
         pointmap[m] = {k: statistics.mean(d[k] for d in diffs) for k in diffs[0]}
 
-    ms, peaks = time_modes(engines, images[1:2], args.rounds, args.steps)
+    ms, every, peaks = time_modes(engines, images[1:2], args.rounds, args.steps)
     peak = {k: statistics.median(v) for k, v in peaks.items()}
     rows = []
     for m in modes:
         med = statistics.median(ms[m])
         gflops = step_flop / med / 1e6
         rows.append({
-            "mode": m, "options": {k: v for k, v in vars(EngineOptions.cpu_mode(m)).items()
-                                   if v != getattr(EngineOptions(), k)},
+            "mode": m, "options": {k: v for k, v in vars(options[m]).items() if v != getattr(EngineOptions(), k)},
             "p50_ms": med, "fps": 1e3 / med, "round_ms": ms[m],
+            # the least disturbed steps: on a shared machine closer to the undisturbed cost than the median
+            "min_ms": min(every[m]), "p10_ms": statistics.quantiles(every[m], n=10)[0],
+            "first_call_s": first_call_s[m], "compiled": engines[m]._compiled,  # False: compile fell back to eager
             "ratio_vs_fp32": statistics.median(f / x for f, x in zip(ms["fp32"], ms[m], strict=True)),
             "gflops": gflops, "frac_fp32_peak": gflops / peak["fp32"], "frac_bf16_peak": gflops / peak["bf16"],
             "pointmap_rel_diff": pointmap[m],
@@ -197,11 +210,12 @@ def to_markdown(res: dict) -> str:
     lines = [f"small_256 ({res['preset_wh'][0]}×{res['preset_wh'][1]}), {res['threads']} threads, torch "
              f"{res['torch']}; {res['step_gflop']:.2f} GFLOP a step; measured GEMM peak fp32 {p['fp32']:.0f}, "
              f"bf16 {p['bf16']:.0f} GFLOP/s, int8 {p['int8']:.0f} GOP/s (medians of {res['rounds']} rounds)", "",
-             "| mode | p50 ms | frames/s | × vs fp32 | GFLOP/s | % fp32 peak | % bf16 peak | Δ track pts | "
-             "Δ recon pts |", "|---|---|---|---|---|---|---|---|---|"]
+             "| mode | p50 ms | frames/s | × vs fp32 | p10 ms | GFLOP/s | % fp32 peak | % bf16 peak | Δ track pts | "
+             "Δ recon pts |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         d = r["pointmap_rel_diff"]
         lines.append(f"| {r['mode']} | {r['p50_ms']:.1f} | {r['fps']:.1f} | {r['ratio_vs_fp32']:.2f} | "
+                     f"{r['p10_ms']:.1f} | "
                      f"{r['gflops']:.0f} | {100 * r['frac_fp32_peak']:.0f} | {100 * r['frac_bf16_peak']:.0f} | "
                      f"{100 * d['track_pts']:.3f} % | {100 * d['recon_pts']:.3f} % |")
     for label, bag in res["bags"].items():
@@ -223,6 +237,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=default_checkpoint())
     ap.add_argument("--modes", nargs="+", choices=sorted(CPU_MODES), help="default: all (fp32 always included)")
+    ap.add_argument("--compile", action="store_true", help="add bf16+nhwc with the engine's torch.compile option")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=8, help="timed steps per mode per round")
