@@ -43,6 +43,7 @@ class TrackerSpec:
     checkpoint: str = ""
     device: str = ""
     fit: str = "crop"
+    cpu_mode: str = ""  # a model.streaming.CPU_MODES name; "" = the fastest exact options for the device
     tracking: Any = field(default_factory=dict)  # dict | TrackerConfig
     adaptation: Any = None  # dict | AdaptationConfig | None (None: no adaptation worker)
 
@@ -50,7 +51,8 @@ class TrackerSpec:
     def from_params(cls, flat: Mapping[str, Any]) -> TrackerSpec:
         """From dotted parameters (``model.checkpoint``, ``tracking.window_size``, ``adaptation.lr``, ...)."""
         return cls(checkpoint=str(flat.get("model.checkpoint", "")), device=str(flat.get("model.device", "")),
-                   fit=str(flat.get("model.fit", "crop")), tracking=_section(flat, "tracking"),
+                   fit=str(flat.get("model.fit", "crop")), cpu_mode=str(flat.get("model.cpu_mode", "")),
+                   tracking=_section(flat, "tracking"),
                    adaptation=_section(flat, "adaptation"))
 
     def resolved_checkpoint(self) -> Path:
@@ -67,7 +69,8 @@ class TrackerSpec:
 
 def build_tracker(spec: TrackerSpec, *, net: torch.nn.Module | None = None,
                   log: Callable[[str], None] = lambda _m: None) -> Any:
-    """Load the network (unless ``net`` is given), wrap it in the fastest streaming engine for its device, add the
+    """Load the network (unless ``net`` is given), wrap it in the streaming engine (the fastest exact options for its
+    device, or ``spec.cpu_mode`` on a CPU), add the
     adaptation worker (resuming saved weights when configured; not started) and return the OnlineTracker.
 
     Raises CheckpointError / AdaptedCheckpointError / FileNotFoundError / ValueError with a message for the user.
@@ -97,4 +100,6 @@ def build_tracker(spec: TrackerSpec, *, net: torch.nn.Module | None = None,
                 log(f"adaptation: resumed weights version {worker.version} from {adapt_cfg.save_path}")
             except AdaptedCheckpointError as e:
                 log(f"adaptation: not resuming: {e}")
-    return OnlineTracker(StreamingEngine(net, EngineOptions.fastest(device)), cfg, worker)
+    options = EngineOptions.cpu_mode(spec.cpu_mode) if spec.cpu_mode and device.type == "cpu" \
+        else EngineOptions.fastest(device)
+    return OnlineTracker(StreamingEngine(net, options), cfg, worker)

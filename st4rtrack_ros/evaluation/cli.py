@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         tracker_cfg = protocol_config(tracker_cfg)
     spec = TrackerSpec(checkpoint=str(args.checkpoint or model_section.get("checkpoint") or ""),
                        device=args.device or model_section.get("device") or "",
-                       fit=model_section.get("fit", tracker_cfg.fit), tracking=tracker_cfg,
+                       fit=model_section.get("fit", tracker_cfg.fit), cpu_mode=model_section.get("cpu_mode", ""),
+                       tracking=tracker_cfg,
                        adaptation=dataclasses.replace(adapt_cfg, enabled=True, synchronous=True) if args.adapt
                        else None)
     try:

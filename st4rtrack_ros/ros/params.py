@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from st4rtrack_ros.model.network import PARAM_SETS
+from st4rtrack_ros.model.streaming import CPU_MODES
 from st4rtrack_ros.settings import DEFAULT_CONFIG, load_params
 
 PACKAGE = "st4rtrack_ros"
@@ -36,6 +37,8 @@ SPECS: dict[str, ParamSpec] = {
     "model.checkpoint": ParamSpec("model weights (.safetensors / official .pth / HF folder); empty = embedded default"),
     "model.device": ParamSpec("torch device: cpu, cuda, cuda:N; empty = cuda when available"),
     "model.fit": ParamSpec("camera image → model size", choices=("crop", "pad")),
+    "model.cpu_mode": ParamSpec("CPU precision/layout mode of the engine ('' = fp32; ignored on CUDA)",
+                                choices=("", *CPU_MODES)),
     "evaluation.max_frames": ParamSpec("frames st4rtrack-eval scores (unused by the node)", min=0, max=_F),
     "tracking.window_size": ParamSpec("frames per anchor before re-anchoring", min=2, max=100000),
     "tracking.min_visible_fraction": ParamSpec("re-anchor when fewer tracks are visible", min=0.0, max=1.0),

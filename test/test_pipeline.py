@@ -1,0 +1,37 @@
+"""The front door: parameters → a ready OnlineTracker (checkpoint, device, fit, engine options, adaptation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from st4rtrack_ros.model.checkpoint import save_checkpoint
+from st4rtrack_ros.model.config import preset
+from st4rtrack_ros.model.network import St4RTrackNet
+from st4rtrack_ros.pipeline import TrackerSpec, build_tracker
+from st4rtrack_ros.ros.params import defaults
+
+
+def test_from_the_node_parameters_with_a_checkpoint_file(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(St4RTrackNet(preset("tiny_128")), tmp_path / "tiny.safetensors")
+    flat = {**defaults(), "model.checkpoint": str(ckpt), "model.device": "cpu", "model.fit": "pad",
+            "model.cpu_mode": "fp32+nhwc", "tracking.window_size": 7, "adaptation.steps": 3}
+    tracker = build_tracker(TrackerSpec.from_params(flat))
+    assert tracker.config.window_size == 7 and tracker.config.fit == "pad"
+    assert tracker.engine.options.channels_last_heads and tracker.engine.options.precision == "fp32"
+    assert tracker.adaptation is not None and tracker.adaptation.config.steps == 3
+    assert tracker.engine.net.config.img_size == preset("tiny_128").img_size
+
+
+def test_defaults_and_errors() -> None:
+    spec = TrackerSpec(device="cpu")
+    assert spec.resolved_checkpoint().name == "default.safetensors"  # the embedded default
+    tracker = build_tracker(spec, net=St4RTrackNet(preset("tiny_128")))
+    assert tracker.adaptation is None and tracker.engine.options.precision == "fp32"
+    with pytest.raises(FileNotFoundError, match=r"checkpoint not found: /nowhere\.pth"):
+        TrackerSpec(checkpoint="/nowhere.pth").resolved_checkpoint()
+    with pytest.raises(ValueError, match="unknown CPU mode"):
+        build_tracker(TrackerSpec(device="cpu", cpu_mode="fp8"), net=St4RTrackNet(preset("tiny_128")))
