@@ -9,9 +9,12 @@ while the node is unconfigured and take effect at the next ``configure``.
 
 Threading (why): a camera publishes faster than the tracker may run, and queueing frames only adds latency. So the
 image callback only decodes the image and puts it into a one-frame slot — a newer frame replaces an unprocessed one
-and counts as dropped — and one worker thread runs the tracker on whatever is newest and publishes. Depth and
-CameraInfo are matched to the image by stamp with a bounded wait (``sync.StampBuffer``). Background adaptation runs in
-the tracker's own worker.
+and counts as dropped — and one worker thread runs the tracker on whatever is newest. A publisher thread builds and
+sends that frame's outputs while the tracker steps the next one (a one-item hand-over with back-pressure: never more
+than one frame behind, nothing dropped, order kept); tracks, clouds, markers and the path go out as CDR bytes written
+from the arrays (``publishing``). Per-stage timings are in /diagnostics (``timing``). Depth and CameraInfo are
+matched to the image by stamp with a bounded wait (``sync.StampBuffer``). Background adaptation runs in the
+tracker's own worker.
 
 Frames (REP 103/105): the tracker's world is the first anchor's optical frame; the node publishes it as
 ``world_frame`` with REP 103 axes and the camera as its own ``camera_frame`` (optical axes), never the robot's
