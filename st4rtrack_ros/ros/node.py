@@ -110,6 +110,11 @@ class LatestSlot:
             item, self._item = self._item, None
             return item
 
+    def wake(self) -> None:
+        """Wake a waiting ``take`` now (a stopping worker need not wait out its timeout)."""
+        with self._cond:
+            self._cond.notify_all()
+
 
 class Handoff:
     """A one-item hand-over with back-pressure: ``put`` waits until the previous item was taken *and* handled (the
@@ -153,6 +158,11 @@ class Handoff:
     def clear(self) -> None:
         with self._cond:
             self._item, self._busy = None, False
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Wake waiting ``put``/``take`` calls now (they re-check the stop event)."""
+        with self._cond:
             self._cond.notify_all()
 
 
@@ -506,6 +516,8 @@ class TrackerNode(LifecycleNode):
             self.destroy_subscription(s)
         self._subs = []
         self._stop.set()
+        self._slot.wake()
+        self._handoff.wake()
         end = time.monotonic() + join_s
         for attr, what in (("_worker", "tracker worker still busy with a frame"),
                            ("_publisher", "publisher thread still busy with a frame")):

@@ -94,9 +94,15 @@ def test_deactivate_keeps_the_world_and_track_ids_cleanup_frees_the_model(node: 
     good = save_checkpoint(St4RTrackNet(preset("tiny_128")), tmp_path / "tiny.safetensors")
     node.set_parameters([Parameter("model.checkpoint", value=str(good))])
     assert node.bring_up() and _state(node) == "active"
+    from rclpy.serialization import deserialize_message
+
+    from st4rtrack_ros.msg import Track3DArray
+
     tracks: list[Any] = []
     real = node.outputs.tracks.publish
-    node.outputs.tracks.publish = lambda m: (tracks.append(m), real(m))
+    # the node publishes Track3DArray as CDR bytes (conversions.track_array_cdr)
+    node.outputs.tracks.publish = lambda m: (tracks.append(
+        deserialize_message(m, Track3DArray) if isinstance(m, bytes) else m), real(m))
     images = _images(6)
     for i, m in enumerate(images[:3]):
         node._on_image(m)

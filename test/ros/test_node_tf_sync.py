@@ -156,6 +156,11 @@ def test_fixed_frame_to_world_is_published_and_outputs_land_on_the_truth_in_odom
                                    atol=1e-6)  # q and -q are one rotation: compare matrices
     # the last frame's cloud, taken into odom through the published transform, lies on that frame's true surface
     f, cloud = frames[-1], got["points"][-1]
+    if isinstance(cloud, bytes):  # the node publishes clouds as CDR bytes (conversions.cloud_cdr)
+        from rclpy.serialization import deserialize_message
+        from sensor_msgs.msg import PointCloud2
+
+        cloud = deserialize_message(cloud, PointCloud2)
     xyz = np.frombuffer(bytes(cloud.data), np.float32).reshape(-1, cloud.point_step // 4)[:, :3].astype(np.float64)
     p_odom = xyz @ m_odom_world[:3, :3].T + m_odom_world[:3, 3]
     p_cam = (p_odom - f.pose[:3, 3]) @ f.pose[:3, :3]  # world → camera: R^T (p - t)
