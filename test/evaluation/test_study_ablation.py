@@ -65,6 +65,9 @@ def test_gate_off_config_differs_only_by_the_gate_and_the_study_refuses_two_swit
     cfg = StudyConfig.from_yaml(NOGATE)
     assert cfg.adaptation_config("vanilla").min_improvement == float("-inf")
     assert StudyConfig.from_yaml(CONFIG).adaptation_config("vanilla").min_improvement == 0.0
+    full = yaml.safe_load(CONFIG.with_name("study_ablation_nogate_fullsteps.yaml").read_text())
+    assert full.pop("gate") is False and full["adaptation"].pop("max_round_s") >= 1e6  # a float: YAML needs 1.0e+9
+    assert full == open_
     bad = yaml.safe_load(CONFIG.read_text())
     bad["variants"]["+ mask"] = {**bad["variants"]["+ mask"], "mask_floor": 0.0}  # a second switch
     with pytest.raises(ValueError, match="exactly one switch"):
