@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import numpy as np
 from sensor_msgs.msg import Image
 
@@ -16,3 +21,26 @@ def rgb8_image(rgb: np.ndarray, stamp_ns: int) -> Image:
     m.height, m.width = rgb.shape[:2]
     m.encoding, m.step, m.data = "rgb8", rgb.shape[1] * 3, rgb.tobytes()
     return m
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``cond`` every 10 ms until it holds or ``timeout`` s pass; its last value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+@contextmanager
+def shut_down_after(node: Any, context: Any) -> Iterator[Any]:
+    """Yield ``node``; then the lifecycle shutdown (workers stopped), the node and its context are destroyed."""
+    import rclpy
+
+    try:
+        yield node
+    finally:
+        node.trigger_shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)

@@ -25,6 +25,7 @@ pytest.importorskip("st4rtrack_ros.msg", reason="the messages are not built (scr
 
 from rclpy.context import Context  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from ros_test_helpers import wait_until  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from st4rtrack_ros.ros.env import domain_id_for, ros_env  # noqa: E402
@@ -93,12 +94,7 @@ def node(context: Context) -> Iterator[TrackerNode]:
 
 
 def _wait(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
+    return wait_until(cond, timeout)
 
 
 def image(sec: int, enc: str = "rgb8", data: bytes | None = None, w: int = W, h: int = H,

@@ -20,6 +20,7 @@ rclpy = pytest.importorskip(
 pytest.importorskip("st4rtrack_ros.msg", reason="the messages are not built (scripts/setup_env.sh step 'messages')")
 
 from builtin_interfaces.msg import Time  # noqa: E402
+from ros_test_helpers import shut_down_after  # noqa: E402
 
 from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker, WindowSnapshot  # noqa: E402
 from st4rtrack_ros.data.sequence import make_sequence  # noqa: E402
@@ -47,12 +48,8 @@ def node(monkeypatch: pytest.MonkeyPatch) -> Iterator[TrackerNode]:
                                                                 num_queries=32, map_every=0), worker)
     n = TrackerNode(tracker=tracker, context=ctx)
     assert n.bring_up()
-    try:
+    with shut_down_after(n, ctx):
         yield n
-    finally:
-        n.trigger_shutdown()
-        n.destroy_node()
-        rclpy.try_shutdown(context=ctx)
 
 
 def _frames(n: int) -> list[_Frame]:

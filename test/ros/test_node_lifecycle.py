@@ -17,6 +17,7 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy cannot be imported: the ROS 2
 pytest.importorskip("st4rtrack_ros.msg", reason="the messages are not built (scripts/setup_env.sh step 'messages')")
 
 from rclpy.parameter import Parameter  # noqa: E402
+from ros_test_helpers import shut_down_after, wait_until  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from st4rtrack_ros.data.sequence import make_sequence  # noqa: E402
@@ -31,12 +32,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_:DeprecationWarning"
 
 
 def _wait(cond: Callable[[], bool], timeout: float = 30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
+    return wait_until(cond, timeout)
 
 
 @pytest.fixture()
@@ -49,12 +45,8 @@ def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrackerNod
               "tracking.num_queries": 32, "tracking.window_size": 50, "tracking.min_visible_fraction": 0.0,
               "ros.autostart": False}
     n = TrackerNode(context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    try:
+    with shut_down_after(n, ctx):
         yield n
-    finally:
-        n.trigger_shutdown()
-        n.destroy_node()
-        rclpy.try_shutdown(context=ctx)
 
 
 def _images(n: int) -> list[Image]:
