@@ -49,12 +49,13 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     return ws, env
 
 
-def test_colcon_finds_the_package_with_its_messages() -> None:
+def test_colcon_finds_the_package_with_its_messages(workspace: tuple[Path, dict[str, str]]) -> None:
     """colcon (like rosdep and catkin_pkg) stops at the first package.xml: the root package must hold the messages."""
-    listed = subprocess.run(["colcon", "list"], cwd=REPO.parent, env=ros_env(), capture_output=True, text=True,
-                            timeout=120, check=True).stdout
-    mine = [line.split("\t") for line in listed.splitlines() if line.startswith("st4rtrack")]
-    assert [(m[0], m[2]) for m in mine] == [("st4rtrack_ros", "(ros.ament_cmake)")], listed
+    ws, env = workspace
+    listed = _in_workspace(ws, "colcon list", env, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split("\t") for line in listed.stdout.splitlines()] == \
+        [["st4rtrack_ros", "src/st4rtrack_ros", "(ros.ament_cmake)"]], listed.stdout
 
 
 def test_install_space_layout(workspace: tuple[Path, dict[str, str]]) -> None:
