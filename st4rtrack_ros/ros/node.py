@@ -21,6 +21,11 @@ Frames (REP 103/105): the tracker's world is the first anchor's optical frame; t
 camera frame, so /tf never gets a second parent. With ``ros.fixed_frame`` (e.g. ``odom``) the node looks up the
 camera's pose in that frame at the first frame of each world and publishes ``fixed_frame → world_frame`` on
 /tf_static, so every output lands in the robot's tree.
+
+Size (why one module of ~900 lines): the lifecycle transitions, the input callbacks and the tracker and publisher
+threads share one state (slot, buffers, counters, publishers) that each transition creates or tears down; outputs,
+diagnostics, sync, TF and launch rules already live in their own modules. Splitting the inputs and the two threads
+into a class of their own is the next step (issue 19).
 """
 
 from __future__ import annotations
