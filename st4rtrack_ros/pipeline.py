@@ -19,20 +19,7 @@ from typing import Any
 
 import torch
 
-from st4rtrack_ros.settings import default_checkpoint
-
-
-def _section(flat: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """Dotted names of one section → the nested dict the core's ``from_dict`` takes."""
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        if key.startswith(name + "."):
-            node = out
-            *parents, leaf = key[len(name) + 1:].split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = value
-    return out
+from st4rtrack_ros.settings import default_checkpoint, unflatten
 
 
 @dataclass
@@ -52,8 +39,8 @@ class TrackerSpec:
         """From dotted parameters (``model.checkpoint``, ``tracking.window_size``, ``adaptation.lr``, ...)."""
         return cls(checkpoint=str(flat.get("model.checkpoint", "")), device=str(flat.get("model.device", "")),
                    fit=str(flat.get("model.fit", "crop")), cpu_mode=str(flat.get("model.cpu_mode", "")),
-                   tracking=_section(flat, "tracking"),
-                   adaptation=_section(flat, "adaptation"))
+                   tracking=unflatten(flat, "tracking"),
+                   adaptation=unflatten(flat, "adaptation"))
 
     def resolved_checkpoint(self) -> Path:
         ckpt = Path(self.checkpoint) if self.checkpoint else default_checkpoint()

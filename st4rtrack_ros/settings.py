@@ -54,5 +54,19 @@ def check_keys(cls: type, d: Mapping[str, Any], what: str, error: type[Exception
         raise error(f"unknown {what} {sorted(unknown)}")
 
 
+def unflatten(flat: Mapping[str, Any], section: str) -> dict[str, Any]:
+    """Dotted names of one section (``tracking.window_size``, ...) → the nested dict the core's ``from_dict`` takes."""
+    out: dict[str, Any] = {}
+    for name, v in flat.items():
+        if not name.startswith(section + "."):
+            continue
+        node = out
+        *parents, leaf = name[len(section) + 1:].split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return out
+
+
 def default_checkpoint() -> Path:
     return DEFAULT_CHECKPOINT

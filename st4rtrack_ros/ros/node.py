@@ -113,25 +113,28 @@ class LatestSlot:
             if self._item is None:
                 self._cond.wait(timeout)
             item, self._item = self._item, None
+            self._taken(item)
             return item
 
+    def _taken(self, item: Any) -> None:
+        """Called under the lock with what ``take`` returns (a subclass's bookkeeping)."""
+
     def wake(self) -> None:
-        """Wake a waiting ``take`` now (a stopping worker need not wait out its timeout)."""
+        """Wake waiting calls now (a stopping worker need not wait out its timeout)."""
         with self._cond:
             self._cond.notify_all()
 
 
-class Handoff:
+class Handoff(LatestSlot):
     """A one-item hand-over with back-pressure: ``put`` waits until the previous item was taken *and* handled (the
     tracker thread steps frame N+1 while the publisher thread publishes frame N, never further ahead, so no
     result is dropped or queued); ``idle`` waits until nothing is pending (before a reset of the outputs)."""
 
     def __init__(self) -> None:
-        self._item: Any = None
+        super().__init__()
         self._busy = False
-        self._cond = threading.Condition()
 
-    def put(self, item: Any, stop: threading.Event) -> bool:
+    def put(self, item: Any, stop: threading.Event) -> bool:  # type: ignore[override]
         """False if ``stop`` was set before the slot freed up (the item is not handed over)."""
         with self._cond:
             while self._item is not None or self._busy:
@@ -142,14 +145,8 @@ class Handoff:
             self._cond.notify_all()
             return True
 
-    def take(self, timeout: float) -> Any:
-        """The pending item (then ``done()`` must follow once it is handled), or None after ``timeout``."""
-        with self._cond:
-            if self._item is None:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            self._busy = item is not None
-            return item
+    def _taken(self, item: Any) -> None:
+        self._busy = item is not None  # ``done()`` must follow once the item is handled
 
     def done(self) -> None:
         with self._cond:
@@ -163,11 +160,6 @@ class Handoff:
     def clear(self) -> None:
         with self._cond:
             self._item, self._busy = None, False
-            self._cond.notify_all()
-
-    def wake(self) -> None:
-        """Wake waiting ``put``/``take`` calls now (they re-check the stop event)."""
-        with self._cond:
             self._cond.notify_all()
 
 

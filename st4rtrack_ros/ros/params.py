@@ -138,20 +138,6 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def unflatten(flat: dict[str, Any], section: str) -> dict[str, Any]:
-    """Dotted names of one section → the nested dict the core's ``from_dict`` takes."""
-    out: dict[str, Any] = {}
-    for name, v in flat.items():
-        if not name.startswith(section + "."):
-            continue
-        node = out
-        *parents, leaf = name[len(section) + 1:].split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return out
-
-
 def defaults_file() -> Path:
     """config/tracker.yaml: the source checkout's, else the installed share/st4rtrack_ros/config/ one."""
     if DEFAULT_CONFIG.is_file():
