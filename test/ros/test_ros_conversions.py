@@ -9,7 +9,7 @@ import pytest
 
 from st4rtrack_ros.ros import conversions as cv
 from st4rtrack_ros.ros import params as P
-from st4rtrack_ros.settings import DEFAULT_CONFIG, load_section
+from st4rtrack_ros.settings import DEFAULT_CONFIG, load_section, unflatten
 from st4rtrack_ros.tracking.tracker import TrackerConfig
 
 
@@ -108,7 +108,7 @@ def test_params_file_covers_schema_and_tracker_config() -> None:
     d = P.defaults()
     assert set(P.SPECS) <= set(d), sorted(set(P.SPECS) - set(d))
     assert TrackerConfig.from_dict(load_section(DEFAULT_CONFIG, "tracking")) == TrackerConfig()
-    assert P.unflatten(d, "tracking") == load_section(DEFAULT_CONFIG, "tracking")
+    assert unflatten(d, "tracking") == load_section(DEFAULT_CONFIG, "tracking")
 
 
 def test_validate_and_qos_parsing() -> None:
