@@ -17,7 +17,8 @@ For each named option set in ``st4rtrack_ros.model.streaming.CPU_MODES``:
 ``--compile`` adds bf16+nhwc with the engine's ``torch.compile`` option (its first call compiles: minutes here).
 
 Needs only the repository's venv. Example (about 15 min on a quiet 2-core CPU, 30+ on a busy one):
-  nice -n 10 .venv/bin/python benchmarks/bench_cpu_precision.py --compile --json docs/bench_cpu_precision.json
+  nice -n 10 .venv/bin/python benchmarks/bench_cpu_precision.py --compile \
+      --json results/benchmarks/bench_cpu_precision.json
 """
 
 from __future__ import annotations
@@ -35,11 +36,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval_default_model import bag_for
-
-from st4rtrack_ros.data.bag_io import BenchmarkBagReader
+from st4rtrack_ros.data.bag_io import BenchmarkBagReader, synthetic_bag
 from st4rtrack_ros.evaluation.report import compute_metrics
 from st4rtrack_ros.evaluation.runner import RunConfig, protocol_config, run_frames
 from st4rtrack_ros.model.checkpoint import load_checkpoint
@@ -174,7 +172,7 @@ def run(args: argparse.Namespace) -> dict:
         })
 
     bags = {}
-    synth = bag_for(args.work, "easy", 1000, args.bag_frames, wh)
+    synth = synthetic_bag(args.work, "easy", 1000, args.bag_frames, wh)
     for label, bag in (("synthetic easy seed 1000", synth), ("real 7scenes_redkitchen_dev", args.real_bag)):
         per_mode = {m: bag_metrics(engines[m], bag, args.bag_frames) for m in modes}
         # the harness's own floor: fp32 again (any difference is run-to-run, not precision)

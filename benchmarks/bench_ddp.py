@@ -7,7 +7,7 @@ process, ``-bf16`` bf16 autocast, ``-ckpt`` activation checkpointing. One proces
 the CPU, NCCL with ``--device cuda``). Variants are run in turn, round after round, so that a shared machine's load
 hits them alike; ratios are taken within a round, then the median over rounds.
 
-  .venv/bin/python benchmarks/bench_ddp.py --json docs/bench_ddp_cpu.json            # this CPU
+  .venv/bin/python benchmarks/bench_ddp.py --json results/benchmarks/bench_ddp_cpu.json            # this CPU
   python benchmarks/bench_ddp.py --device cuda --preset vitl_512 --batch 16 \\
       --variants 1p8t 8p8t --json out.json                                           # one node of 8 GPUs
 """

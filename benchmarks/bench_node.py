@@ -18,7 +18,7 @@ its output rate over the rate its own tracker steps allowed at that moment (Trac
 input rate): 1.0 = the node adds nothing to the tracker. Targets (issue #20): ratio ≥ 0.8 with every output
 subscribed and latency p95 ≤ 2 × p50.
 
-  .venv/bin/python benchmarks/bench_node.py BAG --hz 10 30 --duration 90 --json docs/bench_node_X.json
+  .venv/bin/python benchmarks/bench_node.py BAG --hz 10 30 --duration 90 --json results/benchmarks/bench_node_X.json
 """
 
 from __future__ import annotations

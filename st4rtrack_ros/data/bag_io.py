@@ -356,3 +356,16 @@ def write_sequence(
             if progress is not None:
                 progress(fr.index + 1, total)
     return total
+
+
+def synthetic_bag(work: str | Path, preset: str, seed: int, frames: int, size: tuple[int, int] = (256, 160)) -> Path:
+    """A synthetic benchmark bag, rendered once and cached as ``work/<preset>_<seed>_<frames>_<W>x<H>``.
+
+    The experiments, benchmarks and the real-data benchmark share it, so one cache serves them all.
+    """
+    from st4rtrack_ros.data.sequence import make_sequence  # lazy: rendering pulls in the scene code
+
+    path = Path(work) / f"{preset}_{seed}_{frames}_{size[0]}x{size[1]}"
+    if not (path / "metadata.yaml").exists():
+        write_sequence(make_sequence(preset, frames, seed, width=size[0], height=size[1]), path)
+    return path

@@ -42,8 +42,7 @@ import torch
 from PIL import Image
 
 from st4rtrack_ros.adaptation.pseudo_labels import KLTConfig, anchor_queries, klt_tracks
-from st4rtrack_ros.data.bag_io import BenchmarkBagReader, write_sequence
-from st4rtrack_ros.data.sequence import make_sequence
+from st4rtrack_ros.data.bag_io import BenchmarkBagReader, synthetic_bag
 from st4rtrack_ros.evaluation.alignment import rebase_to_first_camera
 from st4rtrack_ros.evaluation.metrics import as_dict, evaluate_tracks
 from st4rtrack_ros.evaluation.report import _finite, compute_metrics
@@ -77,13 +76,6 @@ def find_bags(root: Path) -> list[Path]:
         return []
     return sorted(p for p in root.iterdir() if (p / "metadata.yaml").is_file())
 
-
-def synthetic_bag(work: Path, preset: str, seed: int, frames: int, size: tuple[int, int] = SYNTH_SIZE) -> Path:
-    """A held-out synthetic bag (cached under ``work``), named like ``benchmarks/eval_default_model.py``'s."""
-    path = work / f"{preset}_{seed}_{frames}_{size[0]}x{size[1]}"
-    if not (path / "metadata.yaml").exists():
-        write_sequence(make_sequence(preset, frames, seed, width=size[0], height=size[1]), path)
-    return path
 
 
 # ------------------------------------------------------------------------------------------------ recording
@@ -518,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     bags = [(b, "real") for b in find_bags(data) if args.bags is None or b.name in args.bags]
     if not bags:
         print(f"[real-bench] no real bags under {data}: synthetic presets only", file=sys.stderr)
-    bags += [(synthetic_bag(args.work, p, args.seed, args.frames), "synthetic") for p in args.presets]
+    bags += [(synthetic_bag(args.work, p, args.seed, args.frames, SYNTH_SIZE), "synthetic") for p in args.presets]
     torch.manual_seed(0)
     entries = [evaluate_bag(net, bag, kind, args.frames, device, args.out,
                             tuple(args.modes if kind == "real" else args.synthetic_modes), tracker_cfg,

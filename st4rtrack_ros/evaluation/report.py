@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,14 @@ def baselines(run: RunResult) -> dict[str, Any]:
             s = evaluate_tracks(still_gt, tr, valid=valid, dynamic=run.gt_dynamic, alignments=("median",))
             out["static_true_points"] = as_dict(s["median"])
     return out
+
+
+def mean_sd(values: list[float | None]) -> str:
+    """"mean ± sample sd" of the non-missing values, for result tables ("–" when there are none)."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "–"
+    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
 
 
 def _finite(obj: Any) -> Any:

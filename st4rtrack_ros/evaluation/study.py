@@ -6,10 +6,10 @@ the evaluation harness. Variants differ only in their loss switches (or run no a
 ``results.jsonl`` as cells finish (a rerun skips finished cells), then summarised: ``study.md`` (mean ± sd over
 seeds), error-vs-corruption and error-vs-preset plots, and the held-out loss before/after each round (stability).
 
-A clean ablation (config/study_ablation.yaml) names each variant's ``neighbours``: the variant it differs from by
-exactly one resolved :class:`LossConfig` field (checked at load), and the summary adds the paired difference to that
-neighbour with its spread. ``gate: false`` accepts every round with finite weights and loss, so a table shows what
-the losses do rather than what the held-out gate lets through.
+A clean ablation (experiments/configs/study_ablation.yaml) names each variant's ``neighbours``: the variant it
+differs from by exactly one resolved :class:`LossConfig` field (checked at load), and the summary adds the paired
+difference to that neighbour with its spread. ``gate: false`` accepts every round with finite weights and loss, so
+a table shows what the losses do rather than what the held-out gate lets through.
 """
 
 from __future__ import annotations
@@ -332,7 +332,7 @@ def write_summary(cfg: StudyConfig, results: list[dict[str, Any]], out: Path) ->
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="st4rtrack-study", description=__doc__)
-    ap.add_argument("config", type=Path, help="study YAML (config/study.yaml: the full study)")
+    ap.add_argument("config", type=Path, help="study YAML (experiments/configs/study.yaml: the full study)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     try:

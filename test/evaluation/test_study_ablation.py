@@ -1,6 +1,6 @@
-"""The clean ablation (config/study_ablation*.yaml): each variant differs from its neighbour by exactly one switch of
-the loss the worker actually optimises, the gate-off study differs from it only by the gate, and the gate switch
-does what it says on a real (tiny) network."""
+"""The clean ablation (experiments/configs/study_ablation*.yaml): each variant differs from its neighbour by exactly
+one switch of the loss the worker actually optimises, the gate-off study differs from it only by the gate, and the
+gate switch does what it says on a real (tiny) network."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from st4rtrack_ros.model.checkpoint import save_checkpoint
 from st4rtrack_ros.model.config import preset
 from st4rtrack_ros.model.network import St4RTrackNet
 
-CONFIG = Path(__file__).resolve().parents[2] / "config" / "study_ablation.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "study_ablation.yaml"
 NOGATE = CONFIG.with_name("study_ablation_nogate.yaml")
 # The switches the issue asks the ablation to isolate, each as its own row.
 REQUIRED_SWITCHES = {"use_occlusion_mask", "use_sigma2", "traj_pseudo_visibility", "mask_floor", "tau_mode",

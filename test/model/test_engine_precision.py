@@ -11,8 +11,8 @@ from st4rtrack_ros.model.streaming import CPU_MODES, EngineOptions, StreamingEng
 
 # Relative pointmap difference allowed against fp32 (mean |Δxyz| / mean |xyz|): the 1 % bar for the
 # reduced-precision modes (measured here on tiny_128 with these seeds: ≤ 0.35 %; on the default small_256 weights
-# see docs/bench_cpu_precision.json), float rounding only for the fp32 ones. A wrong layout, a dropped head or
-# stale weights give differences of order 1.
+# see results/benchmarks/bench_cpu_precision.json), float rounding only for the fp32 ones. A wrong layout, a dropped
+# head or stale weights give differences of order 1.
 TOLERANCE = {"fp32": 1e-5, "fp32+nhwc": 1e-5, "int8-linear+nhwc": 0.01, "bf16-enc-dec": 0.01, "bf16+nhwc": 0.01}
 
 
