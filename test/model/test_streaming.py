@@ -57,6 +57,33 @@ def test_new_anchor_replaces_the_cache(net):
     assert (first - second).abs().max() > 1e-3
 
 
+def test_reanchoring_on_the_stepped_frame_encodes_it_once(net, monkeypatch):
+    """step(f); set_anchor(f); step(f) — what the tracker does at re-anchoring — runs the encoder once for f, with
+    exactly the outputs of encoding it each time; a changed tensor or changed weights are encoded again."""
+    a, f = _images(1, 11), _images(1, 12)
+    calls = []
+    engine = StreamingEngine(net)
+    real = engine._encode
+    monkeypatch.setattr(engine, "_encode", lambda x: calls.append(1) or real(x))
+    engine.set_anchor(a)
+    engine.step(f)
+    engine.set_anchor(f)
+    own = engine.step(f)
+    assert len(calls) == 2  # the old anchor, then f once
+    fresh = StreamingEngine(net)  # clones defeat the reuse: the reference encodes every time
+    fresh.set_anchor(f.clone())
+    ref = fresh.step(f.clone())
+    for name in ("track_pts", "track_conf", "recon_pts", "recon_conf"):
+        assert torch.equal(getattr(own, name), getattr(ref, name)), name
+    f.mul_(0.5)  # written in place: encoded again
+    engine.step(f)
+    assert len(calls) == 3
+    with torch.no_grad():
+        next(net.parameters()).add_(0.0)  # any in-place write to the weights (adaptation's copy_)
+    engine.step(f)
+    assert len(calls) == 4
+
+
 def test_step_needs_an_anchor_and_matching_size(net):
     engine = StreamingEngine(net)
     with pytest.raises(RuntimeError, match="set_anchor"):
