@@ -7,7 +7,7 @@ AbsRel (per-frame median scaling, as the metric) of:
 - ``pnp``: that depth, the metric's own (frame 0: identity pose, as the tracker);
 - ``gt_rot``: the same pointmap with the true rotation in place of PnP's (what a perfect rotation would give);
 - ``self``: head 2 of the pair (j, j), frame j's single-view depth in its own camera (no pose, no cross pair);
-- ``constant``: a constant depth map (the issue's baseline);
+- ``constant``: a constant depth map (the depth target's baseline);
 and PnP's rotation error in degrees. ``pnp`` ≫ ``self`` means the cross pair (a long gap, little overlap) is what
 fails, not the network's depth as such; ``self`` near ``constant`` means single-view depth itself is weak.
 
