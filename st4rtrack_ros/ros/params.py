@@ -1,6 +1,6 @@
 """The node's parameter schema: names and defaults come from config/tracker.yaml, descriptions/ranges from here.
 
-Kept ROS-free (plain dicts and tuples) so the schema is unit-tested without rclpy; node.py turns a
+Kept ROS-free (plain dicts and tuples) so the schema is unit-tested without rclpy; node_params.py turns a
 :class:`ParamSpec` into an rclpy ``ParameterDescriptor``. Every key in the parameters file is declared; a key this
 table does not know (a section added later) is declared read-only with a pointer to the file, so a new config key
 never crashes the node.

@@ -30,7 +30,8 @@ from st4rtrack_ros.model.preprocess import to_tensor  # noqa: E402
 from st4rtrack_ros.model.streaming import StreamingEngine  # noqa: E402
 from st4rtrack_ros.ros.conversions import stamp_from_ns  # noqa: E402
 from st4rtrack_ros.ros.env import domain_id_for  # noqa: E402
-from st4rtrack_ros.ros.node import TrackerNode, _Frame  # noqa: E402
+from st4rtrack_ros.ros.frame_pipeline import Frame as _Frame  # noqa: E402
+from st4rtrack_ros.ros.node import TrackerNode  # noqa: E402
 from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_:DeprecationWarning")

@@ -128,7 +128,7 @@ def test_validate_and_qos_parsing() -> None:
 
 def test_latest_slot_counts_replacements() -> None:
     pytest.importorskip("rclpy", reason="rclpy missing")
-    from st4rtrack_ros.ros.node import LatestSlot
+    from st4rtrack_ros.ros.handover import LatestSlot
 
     s = LatestSlot()
     assert s.put(1) is False and s.put(2) is True
@@ -140,7 +140,7 @@ def test_handoff_holds_one_item_until_it_is_handled() -> None:
     pytest.importorskip("rclpy", reason="rclpy missing")
     import threading
 
-    from st4rtrack_ros.ros.node import Handoff
+    from st4rtrack_ros.ros.handover import Handoff
 
     h, stop = Handoff(), threading.Event()
     assert h.idle(0.0) and h.put(1, stop)
