@@ -22,19 +22,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker
+from st4rtrack_ros.adaptation.worker import AdaptationConfig
 from st4rtrack_ros.data.sequence import make_sequence
 from st4rtrack_ros.model.config import preset
 from st4rtrack_ros.model.network import St4RTrackNet
-from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
-from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
+from st4rtrack_ros.pipeline import TrackerSpec, build_tracker
+from st4rtrack_ros.tracking.tracker import TrackerConfig
 from st4rtrack_ros.tracking.types import FrameInput
 
 
 def run(net, frames, device, adapt: AdaptationConfig | None, passes: int) -> tuple[list[float], dict]:
-    worker = AdaptationWorker(net, adapt) if adapt else None
-    engine = StreamingEngine(net, EngineOptions.fastest(device))
-    tracker = OnlineTracker(engine, TrackerConfig(window_size=10**6, min_visible_fraction=0.0, map_every=0), worker)
+    spec = TrackerSpec(device=str(device), tracking=TrackerConfig(window_size=10**6, min_visible_fraction=0.0,
+                                                                  map_every=0), adaptation=adapt)
+    tracker = build_tracker(spec, net=net)  # the engine's fastest options for the device
+    worker = tracker.adaptation
     if worker:
         worker.start()
     lat = []

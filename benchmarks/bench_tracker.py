@@ -50,15 +50,15 @@ def main() -> None:
     w, h = (int(v) for v in args.size.split("x"))
     seq = make_sequence("easy", args.unique, seed=0, width=w, height=h, n_tracks=16, n_object_tracks=4)
     frames = list(seq.frames())
+    tcfg = TrackerConfig(window_size=args.window, map_every=5)
     if args.engine == "oracle":
-        engine = OracleEngine(seq, [f.rgb for f in frames])
+        tracker = OnlineTracker(OracleEngine(seq, [f.rgb for f in frames]), tcfg)  # type: ignore[arg-type]
     else:
         from st4rtrack_ros.model.checkpoint import load_checkpoint
-        from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
+        from st4rtrack_ros.pipeline import TrackerSpec, build_tracker
 
-        net = load_checkpoint(args.checkpoint, image_size=(w, h))
-        engine = StreamingEngine(net, EngineOptions.fastest(net.mask_token.device))
-    tracker = OnlineTracker(engine, TrackerConfig(window_size=args.window, map_every=5))  # type: ignore[arg-type]
+        # the network at the sequence's size; the engine's fastest options for its device
+        tracker = build_tracker(TrackerSpec(tracking=tcfg), net=load_checkpoint(args.checkpoint, image_size=(w, h)))
     period = 2 * (len(frames) - 1)
     dt = frames[1].stamp_ns - frames[0].stamp_ns
     rss, gt_pos, pred_pos, reanchor, lat = [], [], [], [], []

@@ -24,14 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker
+from st4rtrack_ros.adaptation.worker import AdaptationWorker
 from st4rtrack_ros.data.bag_io import BenchmarkBagReader, synthetic_bag
 from st4rtrack_ros.evaluation.report import compute_metrics, mean_sd
 from st4rtrack_ros.evaluation.runner import RunConfig, RunResult, protocol_config, run_frames
-from st4rtrack_ros.model.checkpoint import load_checkpoint
-from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
+from st4rtrack_ros.pipeline import TrackerSpec, build_tracker
 from st4rtrack_ros.settings import default_checkpoint
-from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
+from st4rtrack_ros.tracking.tracker import TrackerConfig
 
 
 def parse_variant(text: str) -> tuple[str, dict | None]:
@@ -64,14 +63,13 @@ def replay(ckpt: Path, bag: Path, adapt: dict | None, mode: str, frames: int, de
     """One bag through the st4rtrack-eval harness on the CPU (seeded; adaptation rounds synchronous):
     the run, the worker (None without adaptation) and the wall time."""
     torch.manual_seed(0)
-    net = load_checkpoint(ckpt, device=torch.device("cpu"))
     tcfg = TrackerConfig()
     if mode == "protocol":
         tcfg = protocol_config(tcfg)
-    worker = None
-    if adapt is not None:
-        worker = AdaptationWorker(net, AdaptationConfig.from_dict({**adapt, "enabled": True, "synchronous": True}))
-    tracker = OnlineTracker(StreamingEngine(net, EngineOptions.fastest(torch.device("cpu"))), tcfg, worker)
+    tracker = build_tracker(TrackerSpec(checkpoint=str(ckpt), device="cpu", fit=tcfg.fit, tracking=tcfg,
+                                        adaptation=None if adapt is None else
+                                        {**adapt, "enabled": True, "synchronous": True}))
+    worker: AdaptationWorker | None = tracker.adaptation  # type: ignore[assignment]
     t0 = time.perf_counter()
     with BenchmarkBagReader(bag) as reader:
         run = run_frames(reader.frames(), tracker, RunConfig(max_frames=frames, mode=mode, progress_every=0,

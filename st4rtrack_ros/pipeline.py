@@ -7,6 +7,11 @@ command-line tools and the benchmarks run the same tracker. No rclpy here.
     spec = TrackerSpec.from_params(flat_params)          # dotted names, as the node's parameters / tracker.yaml
     tracker = build_tracker(spec)
     result = tracker.step(FrameInput(stamp_ns, rgb, k, depth))
+
+Callers that need a variant say so here rather than assembling the parts themselves: explicit ``engine`` options,
+an existing network (``net=``) or adaptation worker (``adapter=``) shared by several trackers, or an OnlineTracker
+subclass (``tracker_cls=``). :func:`load_network` and :func:`build_worker` are the first two steps of
+:func:`build_tracker`, for a caller that holds the network and the worker across many trackers.
 """
 
 from __future__ import annotations
@@ -15,11 +20,24 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 from st4rtrack_ros.settings import default_checkpoint, unflatten
+
+if TYPE_CHECKING:
+    from st4rtrack_ros.adaptation.worker import AdaptationWorker
+    from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
+    from st4rtrack_ros.tracking.adaptation_port import Adapter
+    from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
+
+T = TypeVar("T", bound="OnlineTracker")
+Log = Callable[[str], None]
+
+
+def _quiet(_message: str) -> None:
+    pass
 
 
 @dataclass
@@ -33,6 +51,9 @@ class TrackerSpec:
     cpu_mode: str = ""  # a model.streaming.CPU_MODES name; "" = the fastest exact options for the device
     tracking: Any = field(default_factory=dict)  # dict | TrackerConfig
     adaptation: Any = None  # dict | AdaptationConfig | None (None: no adaptation worker)
+    # Explicit engine options (None: ``cpu_mode`` on a CPU, else the fastest exact options for the device). For a
+    # caller that must keep the network's weights in fp32 (domain adaptation trains the very network it runs).
+    engine: EngineOptions | None = None
 
     @classmethod
     def from_params(cls, flat: Mapping[str, Any]) -> TrackerSpec:
@@ -53,40 +74,73 @@ class TrackerSpec:
     def resolved_device(self) -> torch.device:
         return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
+    def tracker_config(self) -> TrackerConfig:
+        """The tracker's configuration: ``tracking`` with this spec's ``fit``."""
+        from st4rtrack_ros.tracking.tracker import TrackerConfig
 
-def build_tracker(spec: TrackerSpec, *, net: torch.nn.Module | None = None,
-                  log: Callable[[str], None] = lambda _m: None) -> Any:
-    """Load the network (unless ``net`` is given), wrap it in the streaming engine (the fastest exact options for its
-    device, or ``spec.cpu_mode`` on a CPU), add the
-    adaptation worker (resuming saved weights when configured; not started) and return the OnlineTracker.
+        tracking = self.tracking if isinstance(self.tracking, TrackerConfig) else TrackerConfig.from_dict(self.tracking)
+        return dataclasses.replace(tracking, fit=self.fit)
+
+    def engine_options(self, device: torch.device) -> EngineOptions:
+        from st4rtrack_ros.model.streaming import EngineOptions
+
+        if self.engine is not None:
+            return self.engine
+        return EngineOptions.cpu_mode(self.cpu_mode) if self.cpu_mode and device.type == "cpu" \
+            else EngineOptions.fastest(device)
+
+
+def load_network(spec: TrackerSpec, log: Log = _quiet) -> torch.nn.Module:
+    """The network of ``spec.checkpoint`` on ``spec.device`` (CheckpointError / FileNotFoundError otherwise)."""
+    from st4rtrack_ros.model.checkpoint import load_checkpoint
+
+    device = spec.resolved_device()
+    ckpt = spec.resolved_checkpoint()
+    net = load_checkpoint(ckpt, device=device)
+    log(f"model {ckpt} on {device}")
+    return net
+
+
+def build_worker(spec: TrackerSpec, net: torch.nn.Module, log: Log = _quiet) -> AdaptationWorker | None:
+    """The adaptation worker of ``spec.adaptation`` on ``net`` (None without one), its saved weights resumed when
+    configured; not started. Build it before any engine runs ``net``: the worker keeps the base weights as they are
+    now (an engine with ``bf16_weights`` casts them in place)."""
+    from st4rtrack_ros.adaptation.persistence import AdaptedCheckpointError
+    from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker
+
+    if spec.adaptation is None:
+        return None
+    adapt_cfg = spec.adaptation if isinstance(spec.adaptation, AdaptationConfig) \
+        else AdaptationConfig.from_dict(spec.adaptation)
+    worker = AdaptationWorker(net, adapt_cfg)
+    log(f"adaptation pseudo-labels: {worker.label_sources()}")
+    if adapt_cfg.resume and adapt_cfg.save_path and Path(adapt_cfg.save_path).exists():
+        try:
+            worker.load()
+            log(f"adaptation: resumed weights version {worker.version} from {adapt_cfg.save_path}")
+        except AdaptedCheckpointError as e:
+            log(f"adaptation: not resuming: {e}")
+    return worker
+
+
+def build_tracker(spec: TrackerSpec, *, net: torch.nn.Module | None = None, adapter: Adapter | None = None,
+                  tracker_cls: Callable[[StreamingEngine, TrackerConfig, Adapter | None], T] | None = None,
+                  log: Log = _quiet) -> T:
+    """Load the network (unless ``net`` is given; its device then wins over ``spec.device``), wrap it in the
+    streaming engine (``spec.engine``, else the fastest exact options for its device, or ``spec.cpu_mode`` on a
+    CPU), add the adaptation worker (``adapter`` when given, e.g. one worker shared by the trackers of several bags;
+    else built from ``spec.adaptation``, resuming saved weights when configured; not started) and return the tracker:
+    an OnlineTracker, or what ``tracker_cls(engine, config, adapter)`` makes (a subclass, or a partial of one).
 
     Raises CheckpointError / AdaptedCheckpointError / FileNotFoundError / ValueError with a message for the user.
     """
-    from st4rtrack_ros.adaptation.persistence import AdaptedCheckpointError
-    from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker
-    from st4rtrack_ros.model.checkpoint import load_checkpoint
-    from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
-    from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
+    from st4rtrack_ros.model.streaming import StreamingEngine
+    from st4rtrack_ros.tracking.tracker import OnlineTracker
 
-    device = spec.resolved_device()
     if net is None:
-        ckpt = spec.resolved_checkpoint()
-        net = load_checkpoint(ckpt, device=device)
-        log(f"model {ckpt} on {device}")
-    tracking = spec.tracking if isinstance(spec.tracking, TrackerConfig) else TrackerConfig.from_dict(spec.tracking)
-    cfg = dataclasses.replace(tracking, fit=spec.fit)
-    worker = None
-    if spec.adaptation is not None:
-        adapt_cfg = spec.adaptation if isinstance(spec.adaptation, AdaptationConfig) \
-            else AdaptationConfig.from_dict(spec.adaptation)
-        worker = AdaptationWorker(net, adapt_cfg)
-        log(f"adaptation pseudo-labels: {worker.label_sources()}")
-        if adapt_cfg.resume and adapt_cfg.save_path and Path(adapt_cfg.save_path).exists():
-            try:
-                worker.load()
-                log(f"adaptation: resumed weights version {worker.version} from {adapt_cfg.save_path}")
-            except AdaptedCheckpointError as e:
-                log(f"adaptation: not resuming: {e}")
-    options = EngineOptions.cpu_mode(spec.cpu_mode) if spec.cpu_mode and device.type == "cpu" \
-        else EngineOptions.fastest(device)
-    return OnlineTracker(StreamingEngine(net, options), cfg, worker)
+        net = load_network(spec, log)
+    device = next(net.parameters()).device
+    cfg = spec.tracker_config()
+    worker = adapter if adapter is not None else build_worker(spec, net, log)
+    make = tracker_cls if tracker_cls is not None else OnlineTracker
+    return make(StreamingEngine(net, spec.engine_options(device)), cfg, worker)  # type: ignore[return-value]

@@ -35,3 +35,28 @@ def test_defaults_and_errors() -> None:
         TrackerSpec(checkpoint="/nowhere.pth").resolved_checkpoint()
     with pytest.raises(ValueError, match="unknown CPU mode"):
         build_tracker(TrackerSpec(device="cpu", cpu_mode="fp8"), net=St4RTrackNet(preset("tiny_128")))
+
+
+def test_variants_go_through_the_front_door() -> None:
+    """Explicit engine options, a shared network and worker, a tracker subclass (or a partial of one)."""
+    import functools
+
+    from st4rtrack_ros.adaptation.worker import AdaptationConfig
+    from st4rtrack_ros.model.streaming import EngineOptions
+    from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
+
+    class Marked(OnlineTracker):
+        def __init__(self, engine, config=None, adaptation=None, *, mark: str = "") -> None:
+            super().__init__(engine, config, adaptation)
+            self.mark = mark
+
+    net = St4RTrackNet(preset("tiny_128"))
+    options = EngineOptions(channels_last_heads=True)
+    spec = TrackerSpec(device="cpu", fit="pad", tracking=TrackerConfig(window_size=5), engine=options,
+                       adaptation=AdaptationConfig(enabled=True, synchronous=True, steps=2))
+    first = build_tracker(spec, net=net)
+    assert first.engine.options is options and first.config.fit == "pad" and first.config.window_size == 5
+    second = build_tracker(spec, net=net, adapter=first.adaptation, tracker_cls=functools.partial(Marked, mark="x"))
+    assert isinstance(second, Marked) and second.mark == "x"
+    assert second.adaptation is first.adaptation and second.engine.net is first.engine.net is net
+    assert second.inference_lock is first.adaptation.lock

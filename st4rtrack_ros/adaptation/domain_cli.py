@@ -20,10 +20,11 @@ import torch
 
 from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker, WindowSnapshot
 from st4rtrack_ros.data.bag_io import BenchmarkBagReader
-from st4rtrack_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from st4rtrack_ros.model.streaming import StreamingEngine
-from st4rtrack_ros.settings import SettingsError, default_checkpoint, load_section
-from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
+from st4rtrack_ros.model.checkpoint import CheckpointError, save_checkpoint
+from st4rtrack_ros.model.streaming import EngineOptions
+from st4rtrack_ros.pipeline import TrackerSpec, build_tracker, build_worker, load_network
+from st4rtrack_ros.settings import SettingsError, load_section
+from st4rtrack_ros.tracking.tracker import TrackerConfig
 from st4rtrack_ros.tracking.types import FrameInput
 
 
@@ -73,14 +74,14 @@ def _frames(bag: Path, max_frames: int, depth: bool) -> Iterator[FrameInput]:
             yield FrameInput(f.stamp_ns, f.image, f.k, f.gt_depth if depth else None)
 
 
-def _validation_windows(bags: list[Path], net: torch.nn.Module, worker: AdaptationWorker, track_cfg: TrackerConfig,
+def _validation_windows(bags: list[Path], spec: TrackerSpec, net: torch.nn.Module, worker: AdaptationWorker,
                         args: argparse.Namespace) -> list[WindowSnapshot]:
     """Windows of the validation bags, taken as the online tracker would offer them, spread over the bags."""
     snaps: list[WindowSnapshot] = []
     per_bag = -(-args.val_snapshots // max(len(bags), 1))
     for bag in bags:
         recorder = _SnapshotRecorder(worker, per_bag)
-        tracker = OnlineTracker(StreamingEngine(net), track_cfg, recorder)  # type: ignore[arg-type]
+        tracker = build_tracker(spec, net=net, adapter=recorder)  # type: ignore[arg-type]
         for frame in _frames(bag, args.max_frames, args.depth_labels):
             tracker.step(frame)
         snaps += recorder.snapshots
@@ -117,20 +118,23 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, ValueError, KeyError) as e:
         print(f"st4rtrack-adapt: {e}", file=sys.stderr)
         return 2
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    base = args.checkpoint or default_checkpoint()
-    try:
-        net = load_checkpoint(base, device=device)
-    except CheckpointError as e:
-        print(f"st4rtrack-adapt: {e}", file=sys.stderr)
-        return 2
     adapt_cfg = dataclasses.replace(
         adapt_cfg, enabled=True, synchronous=True, save_path="",
         steps=args.steps or 2 * adapt_cfg.steps, every_n_frames=args.every or adapt_cfg.every_n_frames,
         lr=args.lr or adapt_cfg.lr,
         max_drift=adapt_cfg.max_drift if args.max_drift is None else args.max_drift)
-    worker = AdaptationWorker(net, adapt_cfg)
-    val = _validation_windows(args.val_bags, net, worker, track_cfg, args) if args.val_bags else []
+    # Plain fp32 engine options: the rounds train the very network the trackers run (no bf16 weights).
+    spec = TrackerSpec(checkpoint=str(args.checkpoint or ""), device=args.device or "", fit=track_cfg.fit,
+                       tracking=track_cfg, adaptation=adapt_cfg, engine=EngineOptions())
+    try:
+        base = spec.resolved_checkpoint()
+        net = load_network(spec)
+    except (CheckpointError, FileNotFoundError) as e:
+        print(f"st4rtrack-adapt: {e}", file=sys.stderr)
+        return 2
+    worker = build_worker(spec, net)
+    assert worker is not None
+    val = _validation_windows(args.val_bags, spec, net, worker, args) if args.val_bags else []
     best = worker.validation_loss(val) if val else math.nan
     kept, domain_kept = (worker.live_subset() if val else {}), 0
     if val:
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     history: list[dict] = []
     for epoch in range(args.epochs):
         for bag in args.bags:
-            tracker = OnlineTracker(StreamingEngine(net), track_cfg, worker)
+            tracker = build_tracker(spec, net=net, adapter=worker)
             for i, frame in enumerate(_frames(bag, args.max_frames, args.depth_labels)):
                 rounds = worker.rounds
                 tracker.step(frame)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -48,11 +49,12 @@ from st4rtrack_ros.evaluation.metrics import as_dict, evaluate_tracks
 from st4rtrack_ros.evaluation.report import _finite, compute_metrics
 from st4rtrack_ros.evaluation.runner import RunConfig, RunResult, protocol_config, run_frames
 from st4rtrack_ros.geometry.projection import project, world_to_camera
-from st4rtrack_ros.model.checkpoint import load_checkpoint
 from st4rtrack_ros.model.network import St4RTrackNet
 from st4rtrack_ros.model.preprocess import fit_image, plan_mapping
-from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
-from st4rtrack_ros.settings import default_checkpoint, load_section
+from st4rtrack_ros.model.streaming import StreamingEngine
+from st4rtrack_ros.pipeline import TrackerSpec, build_tracker, load_network
+from st4rtrack_ros.settings import load_section
+from st4rtrack_ros.tracking.adaptation_port import Adapter
 from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
 from st4rtrack_ros.tracking.types import FrameInput, StepResult
 
@@ -90,9 +92,9 @@ class RecordingTracker(OnlineTracker):
     a track has ended, in online mode when a re-anchoring does not carry it over).
     """
 
-    def __init__(self, engine: StreamingEngine, config: TrackerConfig, klt: KLTConfig | None = None,
-                 use_camera_info: bool = True) -> None:
-        super().__init__(engine, config)
+    def __init__(self, engine: StreamingEngine, config: TrackerConfig | None = None, adaptation: Adapter | None = None,
+                 *, klt: KLTConfig | None = None, use_camera_info: bool = True) -> None:
+        super().__init__(engine, config, adaptation)
         self.klt = klt or KLTConfig()
         self.use_camera_info = use_camera_info  # False: the tracker gets no K and estimates it (Weiszfeld)
         self.first_id = 0
@@ -127,8 +129,8 @@ def run_bag(net: St4RTrackNet, bag: Path, mode: str, frames: int, device: torch.
     """One pass of the tracker over the bag's first ``frames`` frames in the harness's ``mode``."""
     base = tracker_cfg or TrackerConfig()
     cfg = protocol_config(base) if mode == "protocol" else base
-    tracker = RecordingTracker(StreamingEngine(net, EngineOptions.fastest(device)), cfg,
-                               use_camera_info=use_camera_info)
+    tracker = build_tracker(TrackerSpec(device=str(device), fit=cfg.fit, tracking=cfg), net=net,
+                            tracker_cls=functools.partial(RecordingTracker, use_camera_info=use_camera_info))
     with BenchmarkBagReader(bag) as reader:
         run = run_frames(reader.frames(), tracker, RunConfig(max_frames=frames, mode=mode, progress_every=0))
     return run, tracker
@@ -503,8 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    ckpt = args.checkpoint or default_checkpoint()
-    net = load_checkpoint(ckpt, device=device).eval()
+    spec = TrackerSpec(checkpoint=str(args.checkpoint or ""), device=str(device))
+    ckpt = spec.resolved_checkpoint()
+    net = load_network(spec).eval()
     tracker_cfg = TrackerConfig.from_dict(load_section(args.config, "tracking")) if args.config else TrackerConfig()
     data = args.data or default_real_dir()
     bags = [(b, "real") for b in find_bags(data) if args.bags is None or b.name in args.bags]

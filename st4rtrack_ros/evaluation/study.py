@@ -30,18 +30,16 @@ import torch
 import yaml
 
 from st4rtrack_ros.adaptation.losses import LossConfig
-from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker
+from st4rtrack_ros.adaptation.worker import AdaptationConfig
 from st4rtrack_ros.data.bag_io import read_frames, write_sequence
 from st4rtrack_ros.data.sequence import make_sequence
 from st4rtrack_ros.evaluation.report import compute_metrics
 from st4rtrack_ros.evaluation.runner import RunConfig, run_frames
-from st4rtrack_ros.model.checkpoint import load_checkpoint
 from st4rtrack_ros.model.network import St4RTrackNet
 from st4rtrack_ros.model.preprocess import preprocess
-from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
 from st4rtrack_ros.model.uncertainty import sigma2_from_conf
-from st4rtrack_ros.settings import check_keys, default_checkpoint
-from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
+from st4rtrack_ros.pipeline import TrackerSpec, build_tracker
+from st4rtrack_ros.settings import check_keys
 
 # Loss switches of each variant (LossConfig overrides); None = no adaptation.
 VANILLA = {"use_occlusion_mask": False, "use_sigma2": False, "traj_pseudo_visibility": False,
@@ -103,6 +101,13 @@ class StudyConfig:
                                            "depth_noise": self.depth_noise if noisy else 0.0,
                                            "depth_holes": self.depth_holes if noisy else 0.0})
 
+    def tracker_spec(self, variant: str, corruption: float = 0.0) -> TrackerSpec:
+        """What a cell runs: the study's checkpoint on its device, the tracker without the depth image's metric
+        scale (the harness aligns scale), and the variant's adaptation worker."""
+        return TrackerSpec(checkpoint=self.checkpoint, device=self.device, fit=self.tracking.get("fit", "crop"),
+                           tracking={**self.tracking, "use_depth_scale": False},
+                           adaptation=self.adaptation_config(variant, corruption))
+
     def loss_config(self, variant: str) -> LossConfig | None:
         """The loss a variant's worker optimises, resolved as the worker resolves it (its defaults + overrides)."""
         ad = self.adaptation_config(variant)
@@ -124,12 +129,8 @@ def _cell_key(preset: str, corruption: float, seed: int, variant: str) -> str:
 
 def run_cell(cfg: StudyConfig, bag: Path, corruption: float, variant: str) -> dict[str, Any]:
     """One cell: fresh model, tracker (+ worker unless 'no adaptation'), harness metrics and round history."""
-    ckpt = Path(cfg.checkpoint) if cfg.checkpoint else default_checkpoint()
-    net = load_checkpoint(ckpt, device=cfg.device)
-    ad = cfg.adaptation_config(variant, corruption)
-    worker = AdaptationWorker(net, ad) if ad is not None else None
-    tracker_cfg = TrackerConfig.from_dict({**cfg.tracking, "use_depth_scale": False})
-    tracker = OnlineTracker(StreamingEngine(net, EngineOptions.fastest(cfg.device)), tracker_cfg, worker)
+    tracker = build_tracker(cfg.tracker_spec(variant, corruption))
+    net, worker = tracker.engine.net, tracker.adaptation
     t0 = time.perf_counter()
     run = run_frames(read_frames(bag), tracker, RunConfig(max_frames=0, mode="online", progress_every=0,
                                                           depth_to_tracker=True))
