@@ -27,7 +27,7 @@ import torch
 from st4rtrack_ros.settings import default_checkpoint, unflatten
 
 if TYPE_CHECKING:
-    from st4rtrack_ros.adaptation.worker import AdaptationWorker
+    from st4rtrack_ros.adaptation.worker import AdaptationWorker, LabelTransform
     from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
     from st4rtrack_ros.tracking.adaptation_port import Adapter
     from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
@@ -54,6 +54,9 @@ class TrackerSpec:
     # Explicit engine options (None: ``cpu_mode`` on a CPU, else the fastest exact options for the device). For a
     # caller that must keep the network's weights in fp32 (domain adaptation trains the very network it runs).
     engine: EngineOptions | None = None
+    # A hook on the adaptation worker's pseudo-labels (adaptation.worker.LabelTransform; None: the labels as made).
+    # Not a parameter: the robustness study's deliberate corruption (evaluation.label_corruption) comes in here.
+    label_transform: LabelTransform | None = None
 
     @classmethod
     def from_params(cls, flat: Mapping[str, Any]) -> TrackerSpec:
@@ -112,7 +115,7 @@ def build_worker(spec: TrackerSpec, net: torch.nn.Module, log: Log = _quiet) -> 
         return None
     adapt_cfg = spec.adaptation if isinstance(spec.adaptation, AdaptationConfig) \
         else AdaptationConfig.from_dict(spec.adaptation)
-    worker = AdaptationWorker(net, adapt_cfg)
+    worker = AdaptationWorker(net, adapt_cfg, label_transform=spec.label_transform)
     log(f"adaptation pseudo-labels: {worker.label_sources()}")
     if adapt_cfg.resume and adapt_cfg.save_path and Path(adapt_cfg.save_path).exists():
         try:

@@ -30,7 +30,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,13 +57,22 @@ from st4rtrack_ros.model.network import PARAM_SETS, St4RTrackNet
 from st4rtrack_ros.settings import check_keys
 from st4rtrack_ros.tracking.adaptation_port import WindowSnapshot
 
-__all__ = ["PARAM_SETS", "AdaptationConfig", "AdaptationWorker", "RoundResult", "WindowSnapshot"]
+__all__ = ["PARAM_SETS", "AdaptationConfig", "AdaptationWorker", "LabelTransform", "RoundResult", "WindowSnapshot"]
 
 log = logging.getLogger(__name__)
 
 #: Where online adaptation departs from LossConfig's defaults (why: docs/adaptation.md); ``adaptation.loss`` keys
 #: override these, key by key.
 ADAPTATION_LOSS_DEFAULTS: dict[str, Any] = {"sigma2_detach": True}
+
+#: A hook on a round's pseudo-labels, applied after they are made: ``(uv, depth, hw, generator) → (uv, depth)``.
+#: ``uv`` (F, N, 2) float32: the 2D tracks in model pixels (x, y) in the F frames of the round's split, frame 0 the
+#: anchor's query pixels (their visibility is left as the tracker found it); ``depth`` (F, H, W) float32 metres, 0 =
+#: no label, or None; ``hw`` the model image's (H, W); ``generator`` the worker's seeded ``torch.Generator`` (the
+#: stream that also picks each round's held-out frames), for a random transform that repeats with
+#: ``adaptation.seed``. Return new arrays rather than writing into the given ones. None (the default): labels as made.
+LabelTransform = Callable[[np.ndarray, np.ndarray | None, tuple[int, int], torch.Generator],
+                          tuple[np.ndarray, np.ndarray | None]]
 
 
 @dataclass
@@ -91,10 +100,6 @@ class AdaptationConfig:
     save_path: str = ""  # adapted weights are kept here (atomic writes); empty = not kept
     save_every_accepted: int = 5  # save after this many accepted rounds (and on stop)
     resume: bool = False  # at start, load save_path when it exists (refused if made for another base model)
-    # Robustness-study knobs (st4rtrack-study): corrupt the pseudo-labels on purpose. Keep 0 on a robot.
-    corrupt_tracks: float = 0.0  # fraction of 2D pseudo-tracks replaced by wrong ones (random image positions)
-    depth_noise: float = 0.0  # multiplicative log-normal noise (σ) on depth pseudo-labels
-    depth_holes: float = 0.0  # fraction of depth pseudo-label pixels removed
     loss: dict[str, Any] = field(default_factory=dict)  # overrides of ADAPTATION_LOSS_DEFAULTS (St4RTrack+ otherwise)
     klt: dict[str, Any] = field(default_factory=dict)  # KLTConfig overrides
     # Optional learned labellers, TorchScript or torch.export files on local disk only ("" = none: KLT tracks; depth
@@ -109,8 +114,6 @@ class AdaptationConfig:
             raise ValueError("need window_frames ≥ 3 and 1 ≤ holdout_frames ≤ window_frames − 2")
         if not 0.0 < self.duty_cycle <= 1.0:
             raise ValueError("duty_cycle must lie in (0, 1]")
-        if not (0.0 <= self.corrupt_tracks <= 1.0 and 0.0 <= self.depth_holes <= 1.0 and self.depth_noise >= 0.0):
-            raise ValueError("corrupt_tracks and depth_holes must lie in [0, 1], depth_noise ≥ 0")
         if self.steps < 1 or self.lr <= 0 or self.every_n_frames < 1:
             raise ValueError("steps ≥ 1, lr > 0 and every_n_frames ≥ 1 are required")
         if not 0.0 <= self.max_drift < float("inf"):
@@ -150,8 +153,9 @@ def trainable_names(net: St4RTrackNet, params: str) -> list[str]:
 
 class AdaptationWorker:
     def __init__(self, net: St4RTrackNet, config: AdaptationConfig, lock: threading.Lock | None = None,
-                 base_id: str | None = None) -> None:
+                 base_id: str | None = None, label_transform: LabelTransform | None = None) -> None:
         self.net = net
+        self.label_transform = label_transform  # see LabelTransform (None: the labels as made)
         self.base_id = base_id or weights_fingerprint(net)  # identifies the base model adapted files belong to
         self.config = config
         self.lock = lock or threading.Lock()
@@ -366,7 +370,8 @@ class AdaptationWorker:
         depth = snap.depth[frames] if snap.depth is not None else None
         if depth is None and self.depth_model is not None:
             depth = self.depth_model(rgb)
-        uv, depth = self._corrupt(uv, depth, rgb.shape[1:3])
+        if self.label_transform is not None:
+            uv, depth = self.label_transform(uv, depth, rgb.shape[1:3], self._gen)
         dev = self.device
         return PseudoLabels(query_uv=torch.as_tensor(query, dtype=torch.float32, device=dev),
                             tracks_uv=torch.as_tensor(uv, device=dev), track_vis=torch.as_tensor(vis, device=dev),
@@ -382,25 +387,6 @@ class AdaptationWorker:
         base = {n: t.float() for n, t in zip(self.names, self._initial, strict=True)}
         out = torch.func.functional_call(self.shadow, base, (imgs[:1].expand(len(frames), -1, -1, -1), imgs))
         return out.track_pts
-
-    def _corrupt(self, uv: np.ndarray, depth: np.ndarray | None, hw: tuple[int, int]
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The study's deliberate label noise (seeded): wrong 2D tracks that still look visible, noisy depth with
-        holes. A no-op with the defaults."""
-        cfg = self.config
-        if not (cfg.corrupt_tracks or cfg.depth_noise or cfg.depth_holes):
-            return uv, depth
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=self._gen)))
-        uv = uv.copy()
-        n = uv.shape[1]
-        bad = rng.permutation(n)[: round(cfg.corrupt_tracks * n)]
-        if len(bad):
-            h, w = hw
-            uv[1:, bad] = rng.uniform((0, 0), (w - 1, h - 1), size=(uv.shape[0] - 1, len(bad), 2))
-        if depth is not None:
-            depth = depth * np.exp(rng.normal(0.0, cfg.depth_noise, depth.shape)).astype(np.float32)
-            depth[rng.random(depth.shape) < cfg.depth_holes] = 0.0
-        return uv, depth
 
     def _loss(self, snap: WindowSnapshot, frames: list[int], labels: PseudoLabels) -> torch.Tensor:
         imgs = snap.images[frames].to(self.device)

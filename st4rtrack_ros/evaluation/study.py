@@ -33,6 +33,7 @@ from st4rtrack_ros.adaptation.losses import LossConfig
 from st4rtrack_ros.adaptation.worker import AdaptationConfig
 from st4rtrack_ros.data.bag_io import read_frames, write_sequence
 from st4rtrack_ros.data.sequence import make_sequence
+from st4rtrack_ros.evaluation.label_corruption import LabelCorruption
 from st4rtrack_ros.evaluation.report import compute_metrics
 from st4rtrack_ros.evaluation.runner import RunConfig, run_frames
 from st4rtrack_ros.model.network import St4RTrackNet
@@ -89,24 +90,30 @@ class StudyConfig:
         check_keys(cls, d, "study keys")
         return cls(**d)
 
-    def adaptation_config(self, variant: str, corruption: float = 0.0) -> AdaptationConfig | None:
+    def adaptation_config(self, variant: str) -> AdaptationConfig | None:
         """The worker configuration of a variant's cells (None: no adaptation)."""
         loss = self.variants[variant]
         if loss is None:
             return None
-        noisy = corruption > 0
         gate = {} if self.gate else {"min_improvement": -math.inf}  # after < before · ∞: any finite round passes
         return AdaptationConfig.from_dict({**self.adaptation, **gate, "enabled": True, "synchronous": True,
-                                           "loss": loss, "corrupt_tracks": corruption,
-                                           "depth_noise": self.depth_noise if noisy else 0.0,
-                                           "depth_holes": self.depth_holes if noisy else 0.0})
+                                           "loss": loss})
+
+    def label_corruption(self, corruption: float) -> LabelCorruption | None:
+        """The pseudo-label corruption of a cell: ``corruption`` of the 2D tracks replaced and, when that is > 0,
+        the study's depth noise and holes (None: clean labels)."""
+        noisy = corruption > 0
+        lc = LabelCorruption(tracks=corruption, depth_noise=self.depth_noise if noisy else 0.0,
+                             depth_holes=self.depth_holes if noisy else 0.0)
+        return lc if lc.active else None
 
     def tracker_spec(self, variant: str, corruption: float = 0.0) -> TrackerSpec:
         """What a cell runs: the study's checkpoint on its device, the tracker without the depth image's metric
         scale (the harness aligns scale), and the variant's adaptation worker."""
         return TrackerSpec(checkpoint=self.checkpoint, device=self.device, fit=self.tracking.get("fit", "crop"),
                            tracking={**self.tracking, "use_depth_scale": False},
-                           adaptation=self.adaptation_config(variant, corruption))
+                           adaptation=self.adaptation_config(variant),
+                           label_transform=self.label_corruption(corruption))
 
     def loss_config(self, variant: str) -> LossConfig | None:
         """The loss a variant's worker optimises, resolved as the worker resolves it (its defaults + overrides)."""

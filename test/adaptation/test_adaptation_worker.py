@@ -294,3 +294,28 @@ def test_plugins_absent_or_remote_are_refused_clearly(tmp_path):
     bogus.write_bytes(b"not a torchscript archive")
     with pytest.raises(ValueError, match=r"not a TorchScript or torch\.export archive"):
         AdaptationWorker(_net(), AdaptationConfig(track_model=str(bogus)))
+
+
+def test_labels_pass_through_the_hook_and_are_untouched_without_one(frames):
+    """No hook: the labels are KLT's and the snapshot's depth, and no random number is drawn for them. A hook gets
+    the labels, the image size and the worker's generator, and its result is what the round trains on."""
+    snap = _snapshot(frames)
+    cfg = AdaptationConfig(enabled=True)
+    plain = AdaptationWorker(_net(), cfg)
+    state = plain._gen.get_state()
+    labels = plain._labels(snap, [0, 1, 2])
+    uv, _ = klt_tracks(snap.rgb[[0, 1, 2]], labels.query_uv.numpy(), plain.klt_cfg)
+    assert np.allclose(labels.tracks_uv.numpy(), uv) and np.array_equal(labels.mono_depth.numpy(), snap.depth[:3])
+    assert torch.equal(plain._gen.get_state(), state)
+
+    seen = []
+
+    def hook(uv, depth, hw, generator):
+        seen.append((uv.shape, depth.shape, hw, generator))
+        return uv + 1.0, depth * 2.0
+
+    hooked = AdaptationWorker(_net(), cfg, label_transform=hook)
+    out = hooked._labels(snap, [0, 1, 2])
+    assert seen == [(uv.shape, snap.depth[:3].shape, snap.rgb.shape[1:3], hooked._gen)]
+    assert np.allclose(out.tracks_uv.numpy(), labels.tracks_uv.numpy() + 1.0)
+    assert np.allclose(out.mono_depth.numpy(), 2.0 * snap.depth[:3])

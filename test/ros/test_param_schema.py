@@ -15,14 +15,11 @@ from st4rtrack_ros.tracking.tracker import TrackerConfig
 
 #: file value ≠ dataclass default on purpose (the node's online setting; the dataclass serves offline studies too).
 INTENDED = {"adaptation.loss.sigma2_detach": "online rounds hold σ² fixed (docs/adaptation.md)"}
-#: dataclass fields that are not node parameters: set from another key, nested configs, or study-only.
+#: dataclass fields that are not node parameters: set from another key, or nested configs.
 NOT_PARAMETERS = {
     "tracking.fit": "set from model.fit",
     "tracking.pose": "PnP settings (geometry.pose.PoseConfig), not exposed",
     "adaptation.klt": "KLT settings (adaptation.pseudo_labels), not exposed",
-    "adaptation.corrupt_tracks": "study only: deliberate label corruption",
-    "adaptation.depth_noise": "study only",
-    "adaptation.depth_holes": "study only",
 }
 
 
