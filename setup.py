@@ -1,10 +1,19 @@
 """Build script for st4rtrack_ros: an ament_python package on a ROS 2 install, a plain pip package elsewhere."""
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "st4rtrack_ros"
+
+
+def console_scripts() -> list[str]:
+    """One command per module of st4rtrack_ros/cli/: cli/real_bench.py is ``st4rtrack-real-bench``, its ``main``
+    (CMakeLists.txt makes the same list for ros2 run)."""
+    cli = Path(__file__).resolve().parent / PACKAGE / "cli"
+    return [f"st4rtrack-{p.stem.replace('_', '-')} = {PACKAGE}.cli.{p.stem}:main"
+            for p in sorted(cli.glob("*.py")) if not p.stem.startswith("_")]
 
 setup(
     name=PACKAGE,
@@ -27,15 +36,6 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     entry_points={
-        "console_scripts": [
-            "st4rtrack-synth = st4rtrack_ros.data.synth_cli:main",
-            "st4rtrack-play = st4rtrack_ros.ros.play:main",
-            "st4rtrack-eval = st4rtrack_ros.cli:eval_main",
-            "st4rtrack-adapt = st4rtrack_ros.adaptation.domain_cli:main",
-            "st4rtrack-study = st4rtrack_ros.evaluation.study:main",
-            "st4rtrack-train = st4rtrack_ros.training.cli:main",
-            "st4rtrack-node = st4rtrack_ros.ros.node:main",
-            "st4rtrack-real-bench = st4rtrack_ros.evaluation.real_benchmark:main",
-        ],
+        "console_scripts": console_scripts(),
     },
 )

@@ -13,9 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from st4rtrack_ros.cli.synth import parse_size
 from st4rtrack_ros.data.bag_io import write_sequence
 from st4rtrack_ros.data.sequence import make_sequence
-from st4rtrack_ros.data.synth_cli import parse_size
 
 LIMIT_S = 30.0
 

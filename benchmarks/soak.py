@@ -170,7 +170,7 @@ def load_bag(bag: Path) -> tuple[list[tuple[str, bytes, int]], type]:
 
 
 def make_bag(out: Path, frames: int, size: str) -> Path:
-    from st4rtrack_ros.data.synth_cli import main as synth
+    from st4rtrack_ros.cli.synth import main as synth
 
     if synth([str(out), "--frames", str(frames), "--size", size, "--tracks", "64", "--object-tracks", "16",
               "--no-gt", "-q"]) != 0:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from adapt_sweep import run_one
 
-from st4rtrack_ros.adaptation.domain_cli import main as adapt_main
+from st4rtrack_ros.cli.adapt import main as adapt_main
 from st4rtrack_ros.data.bag_io import synthetic_bag
 from st4rtrack_ros.evaluation.report import mean_sd
 from st4rtrack_ros.settings import default_checkpoint, load_section

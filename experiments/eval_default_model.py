@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from st4rtrack_ros.cli.eval import main as eval_main
 from st4rtrack_ros.data.bag_io import synthetic_bag
-from st4rtrack_ros.evaluation.cli import main as eval_main
 from st4rtrack_ros.evaluation.report import mean_sd
 from st4rtrack_ros.settings import default_checkpoint
 

@@ -26,7 +26,7 @@ PY=${PY:-python3}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
 resume=()
 [ -f "$RUN_DIR/ckpt/last_state.pt" ] && resume=(--resume)
-$PY -m st4rtrack_ros.training.cli --out "$RUN_DIR" "${resume[@]}" --preset "$PRESET" --batch-size "$BATCH" \
+$PY -m st4rtrack_ros.cli.train --out "$RUN_DIR" "${resume[@]}" --preset "$PRESET" --batch-size "$BATCH" \
   --pairs-per-seq "$PAIRS_PER_SEQ" --steps "$STEPS" --lr "$LR" --warmup-steps 200 --num-workers "$WORKERS" \
   --time-budget-s "$TIME_BUDGET_S" --budget-schedule --eval-every 250 --n-val-groups 32 --ckpt-every 500 \
   --log-every 25 --export-dtype fp16 --max-shard-mib 15 --pool-groups "$POOL" --cache-dir "$CACHE" "$@" 2>&1 \

@@ -55,7 +55,7 @@ def resolve_checkpoint(arg: Path | None) -> Path:
 
 def cached_bag(cache: Path, preset: str, frames: int, size: str, seed: int) -> Path:
     """Render the bag once; later runs reuse it."""
-    from st4rtrack_ros.data.synth_cli import main as synth_main
+    from st4rtrack_ros.cli.synth import main as synth_main
 
     bag = cache / f"{preset}_{frames}f_{size}_s{seed}"
     if (bag / "metadata.yaml").is_file():

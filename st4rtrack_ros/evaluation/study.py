@@ -1,4 +1,5 @@
-"""``st4rtrack-study CONFIG --out DIR``: St4RTrack vs St4RTrack+ under occlusion, fast motion and noisy pseudo-labels.
+"""The robustness study (``st4rtrack-study``): St4RTrack vs St4RTrack+ under occlusion, fast motion and noisy
+pseudo-labels.
 
 Every cell (preset × pseudo-label corruption × seed × variant) starts from the same checkpoint, streams the same
 synthetic bag through the online tracker with adaptation rounds run synchronously (reproducible), and is scored by
@@ -14,7 +15,6 @@ a table shows what the losses do rather than what the held-out gate lets through
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
@@ -336,22 +336,3 @@ def write_summary(cfg: StudyConfig, results: list[dict[str, Any]], out: Path) ->
     path = out / "study.md"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="st4rtrack-study", description=__doc__)
-    ap.add_argument("config", type=Path, help="study YAML (experiments/configs/study.yaml: the full study)")
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
-    try:
-        cfg = StudyConfig.from_yaml(args.config)
-    except (OSError, ValueError, TypeError, yaml.YAMLError) as e:
-        print(f"st4rtrack-study: {e}", file=sys.stderr)
-        return 2
-    run_study(cfg, args.out)
-    print(f"[study] summary: {args.out / 'study.md'}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

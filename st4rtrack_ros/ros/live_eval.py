@@ -7,13 +7,12 @@ time the image with that stamp was published — status is the node's last outpu
 topic. Inputs with no output are drops. With ``--duration`` the bag loops with stamps shifted forward, so a long run
 measures steady state rather than tracker resets.
 
-The demo and the DDS tests reuse :class:`NodeProcess`, :class:`OutputRecorder` and :func:`replay`.
+The command line is ``cli/eval.py`` (``live_main``); the demo and the DDS tests reuse :class:`NodeProcess`,
+:class:`OutputRecorder` and :func:`replay`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
 import subprocess
@@ -29,7 +28,7 @@ import numpy as np
 
 from st4rtrack_ros.data.bag_format import MSG_CAMERA_INFO, MSG_COMPRESSED, MSG_IMAGE
 from st4rtrack_ros.ros import conversions as cv
-from st4rtrack_ros.ros.env import PARENT_PID_ENV, domain_id_for, ros_env
+from st4rtrack_ros.ros.env import PARENT_PID_ENV, ros_env
 from st4rtrack_ros.ros.play import BagMessage, BagSource, message_class, play_once
 
 NODE_NS = "/st4rtrack"
@@ -346,78 +345,3 @@ def live_stats(sink: _StampingSink, rec: OutputRecorder, wall_s: float) -> LiveS
     n_out = sum(1 for s in sink.order if s in got)
     node_lat = np.array([m.latency_ms for _, m in rec.inbox.get(rec.topic("status"))])
     return LiveStats(len(sink.order), n_out, len(sink.order) - n_out, np.array(lat), in_hz, out_hz, wall_s, node_lat)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="st4rtrack-eval --live", description=__doc__.split("\n\n")[0])
-    ap.add_argument("bag", type=Path)
-    ap.add_argument("--out", type=Path, required=True, help="folder for live_metrics.json")
-    ap.add_argument("--hz", type=float, default=None, help="input frame rate (default: the bag's timing × --rate)")
-    ap.add_argument("--rate", type=float, default=1.0, help="time scale of the bag timing (default 1)")
-    ap.add_argument("--duration", type=float, default=None, help="loop the bag (stamps shifted) for this many s")
-    ap.add_argument("--start-node", action="store_true", help="start st4rtrack-node here (else one must run)")
-    ap.add_argument("--checkpoint", type=Path, help="with --start-node: model.checkpoint")
-    ap.add_argument("--device", default=None, help="with --start-node: model.device")
-    ap.add_argument("--config", type=Path, default=None, help="with --start-node: parameters file")
-    ap.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: from the environment, "
-                    "or a fresh one with --start-node)")
-    ap.add_argument("--node-ns", default=NODE_NS, help=f"the node's namespace + name (default {NODE_NS})")
-    ap.add_argument("--best-effort", action="store_true", help="publish images best effort (like a camera driver)")
-    ap.add_argument("--outputs", nargs="+", default=list(OUTPUTS), choices=list(OUTPUTS),
-                    help="node outputs to subscribe (default: all, as RViz + a consumer would); status is always "
-                    "recorded. Unsubscribed visualisation topics are not computed by the node")
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    import os
-
-    args = build_parser().parse_args(argv)
-    if args.domain_id is not None:
-        domain = args.domain_id
-    elif args.start_node:
-        domain = domain_id_for()
-    else:
-        domain = int(os.environ.get("ROS_DOMAIN_ID", "0"))
-    args.out.mkdir(parents=True, exist_ok=True)
-    node = None
-    if args.start_node:
-        params: dict[str, Any] = node_inputs_for_bag(args.bag)
-        if args.checkpoint:
-            params["model.checkpoint"] = str(args.checkpoint.resolve())
-        if args.device:
-            params["model.device"] = args.device
-        node = NodeProcess(params, domain_id=domain, log_dir=args.out / "node", params_file=args.config)
-    rec = OutputRecorder(domain, outputs=sorted({*args.outputs, "status"}))
-    try:
-        if node is not None and not rec.wait_for(
-                lambda: not node.alive() or "ready:" in node.log(), 120.0):
-            print("st4rtrack-eval --live: the node did not start in 120 s", file=sys.stderr)
-            return 1
-        if node is not None and not node.alive():
-            print(f"st4rtrack-eval --live: the node exited:\n{node.log()[-3000:]}", file=sys.stderr)
-            return 1
-        t0 = time.monotonic()
-        sink = replay(rec, args.bag, hz=args.hz, rate=args.rate, duration_s=args.duration,
-                      reliable=not args.best_effort)
-        last = sink.order[-1] if sink.order else None
-        # Drain: the last frame's output, or 5 s.
-        rec.wait_for(lambda: any(cv.ns_from_stamp(m.header.stamp) == last
-                                 for _, m in rec.inbox.get(rec.topic("status"))[-5:]), 5.0)
-        stats = live_stats(sink, rec, time.monotonic() - t0)
-    finally:
-        rec.close()
-        if node is not None:
-            node.stop()
-    summary = stats.summary()
-    summary.update({"bag": str(args.bag), "hz": args.hz, "rate": args.rate, "duration_s": args.duration,
-                    "outputs": sorted({*args.outputs, "status"}), "domain_id": domain})
-    (args.out / "live_metrics.json").write_text(json.dumps(summary, indent=2))
-    np.savetxt(args.out / "latency_ms.txt", stats.latency_ms, fmt="%.2f")
-    print(json.dumps(summary, indent=2))
-    print(f"[eval --live] wrote {args.out / 'live_metrics.json'}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,8 +6,8 @@ import json
 
 import torch
 
-from st4rtrack_ros.adaptation.domain_cli import main as adapt_main
 from st4rtrack_ros.adaptation.persistence import weights_fingerprint
+from st4rtrack_ros.cli.adapt import main as adapt_main
 from st4rtrack_ros.data.bag_io import write_sequence
 from st4rtrack_ros.data.sequence import make_sequence
 from st4rtrack_ros.model.checkpoint import load_checkpoint, read_safetensors, save_checkpoint

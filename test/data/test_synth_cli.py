@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from st4rtrack_ros.cli.synth import main, parse_size
 from st4rtrack_ros.data.bag_io import BenchmarkBagReader
-from st4rtrack_ros.data.synth_cli import main, parse_size
 
 
 def test_help_runs() -> None:
     """--help exits 0 and names the options of the issue (console script when installed, else the module)."""
     exe = shutil.which("st4rtrack-synth") or str(Path(sys.executable).parent / "st4rtrack-synth")
-    cmd = [exe, "--help"] if Path(exe).exists() else [sys.executable, "-m", "st4rtrack_ros.data.synth_cli", "--help"]
+    cmd = [exe, "--help"] if Path(exe).exists() else [sys.executable, "-m", "st4rtrack_ros.cli.synth", "--help"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout
     for opt in ("--preset", "--frames", "--seed", "--size"):
         assert opt in out

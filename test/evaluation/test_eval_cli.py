@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from st4rtrack_ros.cli.eval import main as eval_main
 from st4rtrack_ros.data.bag_io import BenchmarkBagWriter, read_frames, write_sequence
 from st4rtrack_ros.data.sequence import make_sequence
-from st4rtrack_ros.evaluation.cli import main as eval_main
 from st4rtrack_ros.evaluation.oracle import OracleEngine
 from st4rtrack_ros.evaluation.report import compute_metrics
 from st4rtrack_ros.evaluation.runner import RunConfig, protocol_config, run_frames

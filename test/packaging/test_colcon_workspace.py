@@ -68,9 +68,13 @@ def test_install_space_layout(workspace: tuple[Path, dict[str, str]]) -> None:
     assert (index / "packages" / "st4rtrack_ros").is_file(), "no ament index entry"
     interfaces = (index / "rosidl_interfaces" / "st4rtrack_ros").read_text()
     assert "msg/Track3DArray.msg" in interfaces and "msg/TrackerStatus.msg" in interfaces
-    for exe in ("st4rtrack-node", "st4rtrack-play", "st4rtrack-eval", "st4rtrack-synth"):
+    # one executable per command module (cli/real_bench.py → st4rtrack-real-bench), as setup.py's console scripts
+    commands = sorted(p.stem for p in (REPO / "st4rtrack_ros" / "cli").glob("*.py") if not p.stem.startswith("_"))
+    assert {"node", "play", "eval", "synth"} <= set(commands)
+    for exe in (f"st4rtrack-{c.replace('_', '-')}" for c in commands):
         path = inst / "lib" / "st4rtrack_ros" / exe
         assert path.is_file() and os.access(path, os.X_OK), f"lib/st4rtrack_ros/{exe} is not an executable"
+    assert "from st4rtrack_ros.cli.node import main" in (inst / "lib" / "st4rtrack_ros" / "st4rtrack-node").read_text()
     pkg = inst / "lib" / PY / "site-packages" / "st4rtrack_ros"
     assert (pkg / "weights" / "default.safetensors").is_file(), "the embedded default model was not installed"
     assert "rosidl" not in (pkg / "__init__.py").read_text(), "rosidl's empty __init__.py replaced the package's"

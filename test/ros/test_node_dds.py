@@ -28,8 +28,8 @@ from rcl_interfaces.srv import SetParameters  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
+from st4rtrack_ros.cli.synth import main as synth_main  # noqa: E402
 from st4rtrack_ros.data.messages import cloud_to_structured  # noqa: E402
-from st4rtrack_ros.data.synth_cli import main as synth_main  # noqa: E402
 from st4rtrack_ros.model.checkpoint import save_checkpoint  # noqa: E402
 from st4rtrack_ros.model.config import preset  # noqa: E402
 from st4rtrack_ros.model.network import St4RTrackNet  # noqa: E402
@@ -232,7 +232,7 @@ def test_reset_service_and_bad_input_keep_the_node_running(live: Live) -> None:
 def test_compressed_only_bag_through_eval_live_start_node(tmp_path: Path) -> None:
     """`st4rtrack-eval --live BAG --start-node` on a bag with only compressed images starts the node on
     <image>/compressed itself (it timed out waiting for a subscriber before), and the frames come back."""
-    from st4rtrack_ros.ros.live_eval import main as live_main
+    from st4rtrack_ros.cli.eval import live_main
     from st4rtrack_ros.ros.live_eval import node_inputs_for_bag
 
     bag = tmp_path / "bag_jpeg"

@@ -35,7 +35,7 @@ from st4rtrack_ros.ros.env import domain_id_for, ros_env  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_:DeprecationWarning")
 
 _SCRIPT = Path(sys.executable).parent / "st4rtrack-play"  # the console script setup.py registers
-PLAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "st4rtrack_ros.ros.play"]
+PLAY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "st4rtrack_ros.cli.play"]
 T0 = 1_700_000_000 * 10**9 + 123_456_789
 STEP = 200_000_000  # 5 Hz: 6 frames span 1.0 s of bag time
 N_FRAMES = 6

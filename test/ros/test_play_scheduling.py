@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from st4rtrack_ros.cli.play import build_parser
 from st4rtrack_ros.data.bag_io import BenchmarkBagWriter
 from st4rtrack_ros.data.messages import TrackSample
-from st4rtrack_ros.ros.play import BagMessage, BagSource, build_parser, message_class, play_once
+from st4rtrack_ros.ros.play import BagMessage, BagSource, message_class, play_once
 
 T0 = 1_700_000_000 * 10**9
 STEP = 100_000_000  # 10 Hz

@@ -108,7 +108,7 @@ def test_two_ranks_match_one_process_and_resume_after_a_kill(tmp_path):
         np.testing.assert_allclose(a + b, ref, rtol=1e-9)  # ...together exactly the single run's batch
 
     # rank 0 alone wrote the log: the killed job's steps 1..3, then the resumed job's 3..4
-    resumed = _torchrun(["-m", "st4rtrack_ros.training.cli", "--out", str(run), "--resume"])
+    resumed = _torchrun(["-m", "st4rtrack_ros.cli.train", "--out", str(run), "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "global batch 4 pairs" in resumed.stderr
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]

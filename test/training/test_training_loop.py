@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from st4rtrack_ros.cli import train as cli
 from st4rtrack_ros.data.sequence import make_sequence
 from st4rtrack_ros.data.targets import pair_targets
 from st4rtrack_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from st4rtrack_ros.model.config import preset as model_preset
 from st4rtrack_ros.model.network import St4RTrackNet
-from st4rtrack_ros.training import cli
 from st4rtrack_ros.training.data import TRAIN_SEED_BASE, DataConfig, PairGroups, collate_groups, group_plan
 from st4rtrack_ros.training.loop import TrainConfig, lr_at, train
 

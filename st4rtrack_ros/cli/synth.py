@@ -1,4 +1,5 @@
-"""`st4rtrack-synth`: render a synthetic benchmark sequence with ground truth into a rosbag2 bag."""
+"""``st4rtrack-synth OUT [--preset P --frames N --seed S ...]``: render a synthetic benchmark sequence with ground
+truth into a rosbag2 bag (``data.sequence`` renders, ``data.bag_io`` writes)."""
 
 from __future__ import annotations
 

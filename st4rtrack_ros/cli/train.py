@@ -3,7 +3,7 @@
 Every flag defaults to the dataclass default; with ``--resume`` the run directory's saved configuration is used and
 only the flags given on the command line replace it (e.g. a new ``--time-budget-s`` or ``--num-workers``).
 
-Data parallel: ``torchrun --nproc_per_node N -m st4rtrack_ros.training.cli ...`` (``--batch-size`` is the global
+Data parallel: ``torchrun --nproc_per_node N -m st4rtrack_ros.cli.train ...`` (``--batch-size`` is the global
 batch; rank 0 writes the run directory; ``training.loop`` and ``training.distributed``).
 """
 
