@@ -13,10 +13,11 @@ camera frame, so /tf never gets a second parent. With ``ros.fixed_frame`` (e.g. 
 camera's pose in that frame at the first frame of each world and publishes ``fixed_frame → world_frame`` on
 /tf_static, so every output lands in the robot's tree.
 
-This module only wires: transitions, services, parameter callbacks, the executor and ``main`` with its signal
-handling (~430 lines, all of it the node's own). The frame path — input callbacks, a tracker thread and a
-publisher thread, and why it is threaded — is ``frame_pipeline.FramePipeline``, one per configuration; what it
-reports is ``frame_stats``; parameter descriptors and checks are ``node_params``.
+This module only wires (under 400 lines): transitions, services, parameter callbacks, the executor and ``main``
+with its signal handling. The frame path — input callbacks, a tracker thread and a publisher thread, and why it is
+threaded — is ``frame_pipeline.FramePipeline``, one per configuration (``node.frame_pipeline``, where in-process
+tests feed messages and frames); what it reports is ``frame_stats``; parameter descriptors and checks are
+``node_params``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
@@ -39,16 +39,14 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from st4rtrack_ros.ros import params as P
 from st4rtrack_ros.ros.diagnostics import diagnostic_array
 from st4rtrack_ros.ros.env import PARENT_PID_ENV
-from st4rtrack_ros.ros.frame_pipeline import Frame, FramePipeline, Tracker
+from st4rtrack_ros.ros.frame_pipeline import FramePipeline, Tracker
 from st4rtrack_ros.ros.frame_stats import FrameStats
 from st4rtrack_ros.ros.node_params import check_all, descriptor, refuse_change
-from st4rtrack_ros.ros.sync import StampBuffer
 from st4rtrack_ros.ros.world_anchor import WorldAnchor
 
 try:  # generated from msg/ by colcon or scripts/setup_env.sh (step 'messages')
@@ -302,37 +300,6 @@ class TrackerNode(LifecycleNode):
         tasks = self.frame_pipeline.diagnostic_tasks(self._state)
         self.pub_diag.publish(diagnostic_array(self.get_name(), str(self.tracker.device), tasks,
                                                self.get_clock().now().to_msg()))
-
-    # -- the frame path under the names the in-process tests use (they feed messages and frames straight in) ---------
-
-    def _on_image(self, msg: Image | CompressedImage) -> None:
-        if self.frame_pipeline is not None:  # unconfigured: dropped, as while inactive
-            self.frame_pipeline.on_image(msg)
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self.frame_pipeline.on_camera_info(msg)
-
-    def _on_depth(self, msg: Image) -> None:
-        self.frame_pipeline.on_depth(msg)
-
-    def _process(self, f: Frame) -> None:
-        self.frame_pipeline.process(f)
-
-    @property
-    def _depth(self) -> StampBuffer[np.ndarray]:
-        return self.frame_pipeline.depth
-
-    @property
-    def _info(self) -> StampBuffer[tuple[np.ndarray, int, int]]:
-        return self.frame_pipeline.info
-
-    @property
-    def _subs(self) -> list[Any]:
-        return self.frame_pipeline.subs if self.frame_pipeline is not None else []
-
-    @property
-    def _worker(self) -> threading.Thread | None:
-        return self.frame_pipeline.worker if self.frame_pipeline is not None else None
 
 
 def _stop_with_parent() -> None:

@@ -111,7 +111,7 @@ def feed_good(node: TrackerNode, sec: int) -> None:
     """A good frame reaches the tracker (the worker runs in its own thread)."""
     tracker: StandInTracker = node.tracker
     before = len(tracker.frames)
-    node._on_image(image(sec))
+    node.frame_pipeline.on_image(image(sec))
     assert _wait(lambda: len(tracker.frames) > before), "the good frame after the faults was not tracked"
 
 
@@ -134,8 +134,8 @@ def test_each_bad_image_is_rejected_counted_and_logged_once_per_cause(node: Trac
         "future_stamp": image(int(time.time()) + 3 * 86400),
     }
     for msg in cases.values():
-        node._on_image(msg)
-    node._on_image(cases["step_mismatch"])  # a second one of the same cause: counted, not logged again
+        node.frame_pipeline.on_image(msg)
+    node.frame_pipeline.on_image(cases["step_mismatch"])  # a second one of the same cause: counted, not logged again
     assert faults(node) == {f"image.{c}": 1 + (c == "step_mismatch") for c in cases}
     assert node.counters.rejected == len(cases) + 1 and node.counters.received == len(cases) + 1
     feed_good(node, NOW_S)
@@ -147,7 +147,7 @@ def test_each_bad_image_is_rejected_counted_and_logged_once_per_cause(node: Trac
 
 def test_image_pixel_limit_is_a_runtime_parameter(node: TrackerNode) -> None:
     assert node.set_parameters([Parameter("ros.max_image_pixels", value=W * H - 1)])[0].successful
-    node._on_image(image(NOW_S))
+    node.frame_pipeline.on_image(image(NOW_S))
     assert faults(node) == {"image.too_large": 1}
     assert node.set_parameters([Parameter("ros.max_image_pixels", value=0)])[0].successful  # 0 = no limit
     feed_good(node, NOW_S)
@@ -169,17 +169,17 @@ def _depth(values: np.ndarray, sec: int, enc: str = "32FC1") -> Image:
 
 
 def test_camera_info_with_zeros_or_nan_is_ignored_and_the_last_good_k_kept(node: TrackerNode) -> None:
-    node._on_camera_info(_info([0.0] * 9))
-    assert node._info.latest() is None
+    node.frame_pipeline.on_camera_info(_info([0.0] * 9))
+    assert node.frame_pipeline.info.latest() is None
     good = [40.0, 0, 16, 0, 40, 12, 0, 0, 1]
-    node._on_camera_info(_info(good))
-    node._on_camera_info(_info([float("nan")] * 9))
-    k = node._info.latest()
+    node.frame_pipeline.on_camera_info(_info(good))
+    node.frame_pipeline.on_camera_info(_info([float("nan")] * 9))
+    k = node.frame_pipeline.info.latest()
     assert k is not None and k[0][0, 0] == 40.0
     assert faults(node) == {"camera_info.invalid": 2}
     feed_good(node, NOW_S)
     assert node.tracker.frames[-1].k is not None
-    node._on_camera_info(_info(good, 64, 48))  # for another image size: K not used, counted per frame
+    node.frame_pipeline.on_camera_info(_info(good, 64, 48))  # for another image size: K not used, counted per frame
     feed_good(node, NOW_S + 1)
     assert node.tracker.frames[-1].k is None and faults(node)["camera_info.size_mismatch"] == 1
 
@@ -187,11 +187,11 @@ def test_camera_info_with_zeros_or_nan_is_ignored_and_the_last_good_k_kept(node:
 def test_depth_nan_becomes_holes_wrong_units_and_all_invalid_are_ignored(node: TrackerNode) -> None:
     d = np.full((H, W), 2.0, np.float32)
     d[0, :3] = [np.nan, np.inf, -1.0]
-    node._on_depth(_depth(d, NOW_S))
-    node._on_depth(_depth(np.full((H, W), 1500.0), NOW_S + 1))  # millimetres in a 32FC1 image
-    node._on_depth(_depth(np.full((H, W), np.nan), NOW_S + 2))
-    node._on_depth(_depth(np.full((H // 2, W // 2), 2.0), NOW_S + 3))  # another resolution
-    node._on_depth(_depth(np.full((H, W), 1500), NOW_S + 4, "16UC1"))  # correct millimetres
+    node.frame_pipeline.on_depth(_depth(d, NOW_S))
+    node.frame_pipeline.on_depth(_depth(np.full((H, W), 1500.0), NOW_S + 1))  # millimetres in a 32FC1 image
+    node.frame_pipeline.on_depth(_depth(np.full((H, W), np.nan), NOW_S + 2))
+    node.frame_pipeline.on_depth(_depth(np.full((H // 2, W // 2), 2.0), NOW_S + 3))  # another resolution
+    node.frame_pipeline.on_depth(_depth(np.full((H, W), 1500), NOW_S + 4, "16UC1"))  # correct millimetres
     assert faults(node) == {"depth.units": 1, "depth.all_invalid": 1}
     feed_good(node, NOW_S)
     used = node.tracker.frames[-1].depth
@@ -209,25 +209,25 @@ def test_stamps_backwards_reset_and_size_changes_are_counted(node: TrackerNode) 
     feed_good(node, NOW_S + 5)  # backwards (a looping bag): tracker reset, frame still tracked
     assert node.tracker.resets == 1 and faults(node) == {"stamp.backwards": 1}
     big = np.zeros((H * 2, W * 2, 3), np.uint8)
-    node._on_image(image(NOW_S + 6, data=big.tobytes(), w=W * 2, h=H * 2, step=W * 6))
+    node.frame_pipeline.on_image(image(NOW_S + 6, data=big.tobytes(), w=W * 2, h=H * 2, step=W * 6))
     assert _wait(lambda: node.tracker.frames[-1].rgb.shape == (H * 2, W * 2, 3))
     assert faults(node)["image.size_changed"] == 1
 
 
 def test_tracker_refusals_and_errors_are_counted_and_the_node_goes_on(node: TrackerNode) -> None:
     node.tracker.fail = BadInput("nonfinite_output", "the network returned NaN/Inf")
-    node._on_image(image(NOW_S))
+    node.frame_pipeline.on_image(image(NOW_S))
     assert _wait(lambda: "frame.nonfinite_output" in faults(node))
     node.tracker.fail = RuntimeError("boom")
-    node._on_image(image(NOW_S + 1))
+    node.frame_pipeline.on_image(image(NOW_S + 1))
     assert _wait(lambda: "frame.error" in faults(node))
     feed_good(node, NOW_S + 2)
     assert node.counters.rejected == 2 and node.counters.processed == 1
 
 
 def test_diagnostics_carry_a_counter_per_cause(node: TrackerNode) -> None:
-    node._on_image(image(NOW_S, step=10))
-    node._on_camera_info(_info([0.0] * 9))
+    node.frame_pipeline.on_image(image(NOW_S, step=10))
+    node.frame_pipeline.on_camera_info(_info([0.0] * 9))
     sent: list[Any] = []
     node.pub_diag.publish = sent.append  # type: ignore[method-assign]
     node._publish_diagnostics()

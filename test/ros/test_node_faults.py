@@ -85,7 +85,7 @@ def test_an_oom_frame_is_dropped_counted_and_the_next_one_published(node: Tracke
     published: list[Any] = []
     monkeypatch.setattr(node.pub_status, "publish", published.append)
     for f in _frames(5):
-        node._process(f)
+        node.frame_pipeline.process(f)
     c = node.counters
     assert c.oom_dropped == 1 and c.processed == 4 and c.rejected == 0
     assert len(published) == 4 and published[-1].resets == 0  # same world before and after the dropped frame
@@ -108,7 +108,7 @@ def test_adaptation_switched_off_by_oom_is_reported_in_diagnostics(node: Tracker
     ad.run_round(snap)
     ad.run_round(snap)
     monkeypatch.setattr(node.pub_status, "publish", lambda _m: None)
-    node._process(frames[6])  # inference goes on; the status it publishes carries the worker's state
+    node.frame_pipeline.process(frames[6])  # inference goes on; the status it publishes carries the worker's state
     values = _diagnostics(node, monkeypatch, "adaptation")
     assert values["enabled"] == "False" and values["oom"] == "2"
     assert "out of memory" in values["disabled_reason"] and "out of memory" in values["message"]
@@ -120,7 +120,7 @@ def test_diagnostics_report_where_a_frame_s_time_goes(node: TrackerNode, monkeyp
     assert _diagnostics(node, monkeypatch, "timing")["message"] == "no frames yet"
     monkeypatch.setattr(node.pub_status, "publish", lambda _m: None)
     for f in _frames(3):
-        node._process(f)
+        node.frame_pipeline.process(f)
     values = _diagnostics(node, monkeypatch, "timing")
     for stage in ("step", "step.network", "sync", "anchor", "publish.pose", "publish.tracks", "publish.status",
                   "latency"):

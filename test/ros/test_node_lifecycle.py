@@ -97,17 +97,17 @@ def test_deactivate_keeps_the_world_and_track_ids_cleanup_frees_the_model(node: 
         deserialize_message(m, Track3DArray) if isinstance(m, bytes) else m), real(m))
     images = _images(6)
     for i, m in enumerate(images[:3]):
-        node._on_image(m)
+        node.frame_pipeline.on_image(m)
         assert _wait(lambda i=i: node.counters.processed == i + 1)
     ids_before = {t.id for t in tracks[-1].tracks}
     assert node.trigger_deactivate() == SUCCESS and _state(node) == "inactive"
-    assert node._subs == [] and node._worker is None
-    node._on_image(images[3])  # nothing processes while inactive (a callback that was already queued)
+    assert node.frame_pipeline.subs == [] and node.frame_pipeline.worker is None
+    node.frame_pipeline.on_image(images[3])  # nothing processes while inactive (a callback that was already queued)
     time.sleep(0.3)
     assert node.counters.processed == 3
     assert node.trigger_activate() == SUCCESS
     for m in images[4:]:
-        node._on_image(m)
+        node.frame_pipeline.on_image(m)
         assert _wait(lambda n=node.counters.processed: node.counters.processed == n + 1)
     ids_after = {t.id for t in tracks[-1].tracks}
     assert node.tracker.resets == 0 and ids_before and ids_before <= ids_after  # the same world, the same tracks

@@ -99,17 +99,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         assert _wait(lambda: node.anchor._lookup("odom", CAMERA, 0) is not None), "/tf_static never arrived"
         info = CameraInfo(header=_image(frames[0]).header, width=128, height=80)
         info.k = [float(v) for v in frames[0].k.ravel()]
-        node._on_camera_info(info)
-        node._on_image(_image(frames[0]))
+        node.frame_pipeline.on_camera_info(info)
+        node.frame_pipeline.on_image(_image(frames[0]))
         time.sleep(0.05)  # the depth camera is late
-        node._on_depth(_image(frames[0], depth=True))
+        node.frame_pipeline.on_depth(_image(frames[0], depth=True))
         assert _wait(lambda: len(got["status"]) == 1)
         for f in frames[1:]:
             info = CameraInfo(header=_image(f).header, width=f.rgb.shape[1], height=f.rgb.shape[0])
             info.k = [float(v) for v in f.k.ravel()]
-            node._on_camera_info(info)
-            node._on_depth(_image(f, depth=True))
-            node._on_image(_image(f))
+            node.frame_pipeline.on_camera_info(info)
+            node.frame_pipeline.on_depth(_image(f, depth=True))
+            node.frame_pipeline.on_image(_image(f))
             assert _wait(lambda n=f.index: len(got["status"]) == n + 1)
         assert _wait(lambda: len(got["static"]) >= 1 and len(got["tf"]) >= len(frames))
         yield {"frames": frames, "node": node, "got": got, "k": seq.k}
@@ -124,7 +124,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def test_late_depth_still_sets_the_metric_scale(run: dict[str, Any]) -> None:
-    status, depth, info = run["got"]["status"], run["node"]._depth.counts, run["node"]._info.counts
+    pipeline = run["node"].frame_pipeline
+    status, depth, info = run["got"]["status"], pipeline.depth.counts, pipeline.info.counts
     assert all(s.metric_scale for s in status)
     assert depth.waited >= 1 and depth.missed == 0, depth
     assert info.matched == len(status) and info.missed == 0, info
