@@ -13,6 +13,7 @@ import torch
 
 from st4rtrack_ros.data.bag_io import synthetic_bag
 from st4rtrack_ros.evaluation import real_benchmark as rb
+from st4rtrack_ros.evaluation.real_benchmark_report import table, write_tables
 from st4rtrack_ros.pipeline import TrackerSpec, load_network
 from st4rtrack_ros.settings import load_section
 from st4rtrack_ros.tracking.tracker import TrackerConfig
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.render:  # the tables again from stored results, no model run
         entries = json.loads(args.render.read_text())["bags"]
-        rb.write_tables(args.out, rb.table(entries))
+        write_tables(args.out, table(entries))
         return 0
     device = torch.device(args.device)
     if args.threads > 0:
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                                tuple(args.modes if kind == "real" else args.synthetic_modes), tracker_cfg,
                                not args.ignore_camera_info)
                for bag, kind in bags]
-    lines = rb.table(entries)
+    lines = table(entries)
     meta = {"checkpoint": str(ckpt), "frames": args.frames, "device": str(device), "data": str(data),
             "modes": args.modes, "synthetic_modes": args.synthetic_modes,
             "camera_info": not args.ignore_camera_info, "synthetic_seed": args.seed,
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "real_benchmark.json").write_text(json.dumps({"meta": meta, "bags": entries, "table": lines},
                                                              indent=1, default=str))  # dtypes in the config
-    rb.write_tables(args.out, lines)
+    write_tables(args.out, lines)
     return 0
 
 

@@ -10,16 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from st4rtrack_ros.evaluation.real_benchmark import (
-    REAL_DATA_ENV,
-    default_real_dir,
-    evaluate_bag,
-    find_bags,
-    reprojection_residual,
-    static_background,
-    static_jitter,
-    table,
-)
+from st4rtrack_ros.evaluation.label_free import reprojection_residual, static_background, static_jitter
+from st4rtrack_ros.evaluation.real_benchmark import REAL_DATA_ENV, default_real_dir, evaluate_bag, find_bags
+from st4rtrack_ros.evaluation.real_benchmark_report import table
 from st4rtrack_ros.model.checkpoint import load_checkpoint
 from st4rtrack_ros.settings import default_checkpoint
 from st4rtrack_ros.tracking.tracker import TrackerConfig
