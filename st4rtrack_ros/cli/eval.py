@@ -127,6 +127,8 @@ def build_live_parser() -> argparse.ArgumentParser:
     ap.add_argument("--node-ns", default=live_eval.NODE_NS,
                     help=f"the node's namespace + name (default {live_eval.NODE_NS})")
     ap.add_argument("--best-effort", action="store_true", help="publish images best effort (like a camera driver)")
+    ap.add_argument("--depth", action="store_true", help="replay the bag's depth images too, as an RGB-D camera's "
+                    "aligned depth (with --start-node the node subscribes them: ros.depth_topic)")
     ap.add_argument("--outputs", nargs="+", default=list(live_eval.OUTPUTS), choices=list(live_eval.OUTPUTS),
                     help="node outputs to subscribe (default: all, as RViz + a consumer would); status is always "
                     "recorded. Unsubscribed visualisation topics are not computed by the node")
@@ -137,18 +139,19 @@ def live_main(argv: list[str] | None = None) -> int:
     """``st4rtrack-eval --live BAG --out DIR [...]`` (the ``--live`` flag already taken out)."""
     from st4rtrack_ros.ros import conversions as cv
     from st4rtrack_ros.ros import live_eval
+    from st4rtrack_ros.ros.env import domain_id_for
 
     args = build_live_parser().parse_args(argv)
     if args.domain_id is not None:
         domain = args.domain_id
     elif args.start_node:
-        domain = live_eval.domain_id_for()
+        domain = domain_id_for()
     else:
         domain = int(os.environ.get("ROS_DOMAIN_ID", "0"))
     args.out.mkdir(parents=True, exist_ok=True)
     node = None
     if args.start_node:
-        params: dict[str, Any] = live_eval.node_inputs_for_bag(args.bag)
+        params: dict[str, Any] = live_eval.node_inputs_for_bag(args.bag, depth=args.depth)
         if args.checkpoint:
             params["model.checkpoint"] = str(args.checkpoint.resolve())
         if args.device:
@@ -165,19 +168,25 @@ def live_main(argv: list[str] | None = None) -> int:
             return 1
         t0 = time.monotonic()
         sink = live_eval.replay(rec, args.bag, hz=args.hz, rate=args.rate, duration_s=args.duration,
-                                reliable=not args.best_effort)
+                                reliable=not args.best_effort, depth=args.depth)
         last = sink.order[-1] if sink.order else None
         # Drain: the last frame's output, or 5 s.
         rec.wait_for(lambda: any(cv.ns_from_stamp(m.header.stamp) == last
                                  for _, m in rec.inbox.get(rec.topic("status"))[-5:]), 5.0)
         stats = live_eval.live_stats(sink, rec, time.monotonic() - t0)
+        statuses = rec.inbox.get(rec.topic("status"))
+        last_status = statuses[-1][1] if statuses else None
     finally:
         rec.close()
         if node is not None:
             node.stop()
     summary = stats.summary()
-    summary.update({"bag": str(args.bag), "hz": args.hz, "rate": args.rate, "duration_s": args.duration,
-                    "outputs": sorted({*args.outputs, "status"}), "domain_id": domain})
+    if last_status is not None:  # what the node's last status said of scale and adaptation
+        summary["node_status"] = {k: getattr(last_status, k) for k in (
+            "metric_scale", "adaptation_available", "adaptation_enabled", "weights_version", "adaptation_rounds",
+            "adaptation_accepted", "adaptation_rolled_back")}
+    summary.update({"bag": str(args.bag), "depth": args.depth, "hz": args.hz, "rate": args.rate,
+                    "duration_s": args.duration, "outputs": sorted({*args.outputs, "status"}), "domain_id": domain})
     (args.out / "live_metrics.json").write_text(json.dumps(summary, indent=2))
     np.savetxt(args.out / "latency_ms.txt", stats.latency_ms, fmt="%.2f")
     print(json.dumps(summary, indent=2))

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from st4rtrack_ros.data.bag_format import MSG_CAMERA_INFO, MSG_COMPRESSED, MSG_IMAGE
+from st4rtrack_ros.data.bag_format import MSG_CAMERA_INFO, MSG_COMPRESSED, MSG_IMAGE, Topics
 from st4rtrack_ros.ros import conversions as cv
 from st4rtrack_ros.ros.env import PARENT_PID_ENV, ros_env
 from st4rtrack_ros.ros.play import BagMessage, BagSource, message_class, play_once
@@ -194,11 +194,11 @@ class _Shifted(BagMessage):
 class _StampingSink:
     """Publishes camera messages with shifted stamps and notes the send time of every image stamp."""
 
-    def __init__(self, rec: OutputRecorder, types: dict[str, str], reliable: bool) -> None:
+    def __init__(self, rec: OutputRecorder, types: dict[str, str], reliable: bool, image_topic: str) -> None:
         from rclpy.serialization import deserialize_message
 
         self._deser = deserialize_message
-        self.types = types
+        self.types, self.image_topic = types, image_topic  # only the camera image is timed (depth shares its stamps)
         self.classes = {t: message_class(ty) for t, ty in types.items()}
         self.pubs = {t: rec.publisher(t, self.classes[t], reliable) for t in types}
         self.sent: dict[int, float] = {}
@@ -210,7 +210,7 @@ class _StampingSink:
         if off:
             s = cv.ns_from_stamp(m.header.stamp) + off
             m.header.stamp.sec, m.header.stamp.nanosec = cv.stamp_from_ns(s)
-        if self.types[msg.topic] in (MSG_IMAGE, MSG_COMPRESSED):
+        if msg.topic == self.image_topic:
             stamp = cv.ns_from_stamp(m.header.stamp)
             self.sent[stamp] = time.monotonic()
             self.order.append(stamp)
@@ -220,29 +220,35 @@ class _StampingSink:
         """No /clock: the node runs on wall time here."""
 
 
-def camera_topics(source: BagSource, image_topic: str | None = None) -> dict[str, str]:
-    """The bag's image topic (given or the frame topic) and its CameraInfo topic(s)."""
+def camera_topics(source: BagSource, image_topic: str | None = None, depth: bool = False) -> dict[str, str]:
+    """The bag's image topic (given or the frame topic) and its CameraInfo topic(s); with ``depth`` also its aligned
+    depth images (the benchmark format's ``/gt/depth``, as an RGB-D camera's depth topic)."""
     img = image_topic or source.frame_topic
     if img is None or img not in source.types:
         raise ValueError(f"{source.path}: no camera image topic")
     out = {img: source.types[img]}
     out.update({t: ty for t, ty in source.types.items() if ty == MSG_CAMERA_INFO})
+    if depth:
+        if Topics().gt_depth not in source.types:
+            raise ValueError(f"{source.path}: no depth images ({Topics().gt_depth})")
+        out[Topics().gt_depth] = source.types[Topics().gt_depth]
     return out
 
 
-def node_inputs_for_bag(bag: Path, image_topic: str | None = None) -> dict[str, Any]:
+def node_inputs_for_bag(bag: Path, image_topic: str | None = None, depth: bool = False) -> dict[str, Any]:
     """The node's input parameters that match the bag's camera topics: a bag with only compressed images starts the
-    node on ``<image>/compressed``; a bag without CameraInfo starts it without one (K estimated)."""
+    node on ``<image>/compressed``; a bag without CameraInfo starts it without one (K estimated); with ``depth`` the
+    node subscribes the bag's depth images as an RGB-D camera's."""
     source = BagSource(bag)
     try:
-        types = camera_topics(source, image_topic)
+        types = camera_topics(source, image_topic, depth)
     finally:
         source.close()
     img = next(t for t, ty in types.items() if ty in (MSG_IMAGE, MSG_COMPRESSED))
     compressed = types[img] == MSG_COMPRESSED
     info = sorted(t for t, ty in types.items() if ty == MSG_CAMERA_INFO)
     return {"ros.image_topic": img.removesuffix("/compressed") if compressed else img, "ros.compressed": compressed,
-            "ros.camera_info_topic": info[0] if info else ""}
+            "ros.camera_info_topic": info[0] if info else "", "ros.depth_topic": Topics().gt_depth if depth else ""}
 
 
 def bag_fps(source: BagSource, topic: str) -> float:
@@ -277,17 +283,18 @@ def _looped(source: BagSource, topics: Sequence[str], duration_s: float | None, 
 
 def replay(rec: OutputRecorder, bag: Path, *, hz: float | None = None, rate: float = 1.0,
            duration_s: float | None = None, image_topic: str | None = None, reliable: bool = True,
-           wait_subscribers_s: float = 20.0, stop: threading.Event | None = None) -> _StampingSink:
+           wait_subscribers_s: float = 20.0, stop: threading.Event | None = None, depth: bool = False
+           ) -> _StampingSink:
     """Publish the bag's camera topics from ``rec``'s node at the bag timing × ``rate`` (or at ``hz`` frames/s);
-    returns the sink with the send time of every image stamp."""
+    returns the sink with the send time of every image stamp. ``depth``: the bag's depth images go out too."""
     source = BagSource(bag)
     try:
-        types = camera_topics(source, image_topic)
+        types = camera_topics(source, image_topic, depth)
         img = next(t for t, ty in types.items() if ty in (MSG_IMAGE, MSG_COMPRESSED))
         fps = bag_fps(source, img)
         if hz is not None:
             rate = hz / fps
-        sink = _StampingSink(rec, types, reliable)
+        sink = _StampingSink(rec, types, reliable, img)
         end = time.monotonic() + wait_subscribers_s
         while sink.pubs[img].get_subscription_count() == 0 and time.monotonic() < end:
             time.sleep(0.05)

@@ -80,6 +80,8 @@ SPECS: dict[str, ParamSpec] = {
     "adaptation.resume": ParamSpec("load save_path at start (refused if made for another base model)"),
     "adaptation.track_model": ParamSpec("local TorchScript point tracker for pseudo-labels; empty = KLT"),
     "adaptation.depth_model": ParamSpec("local TorchScript depth model for pseudo-labels; empty = none"),
+    "adaptation.rgbd_recipe": ParamSpec("with ros.depth_topic, rounds run the RGB-D recipe (depth supervises head "
+                                        "1's anchor pointmap, head 1 trains, no 2D-track terms)"),
     "adaptation.loss.use_occlusion_mask": ParamSpec("St4RTrack+ occlusion mask in the adaptation loss"),
     "adaptation.loss.use_sigma2": ParamSpec("St4RTrack+ σ² weighting in the adaptation loss"),
     "adaptation.loss.sigma2_detach": ParamSpec("σ² as fixed per-point weights (no gradient to the confidences)"),
