@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from st4rtrack_ros.data.bag_io import read_frames
 from st4rtrack_ros.pipeline import TrackerSpec, build_tracker
+from st4rtrack_ros.ros import cdr, markers
 from st4rtrack_ros.ros import conversions as cv
 from st4rtrack_ros.ros import params as P
 from st4rtrack_ros.ros.env import domain_id_for
@@ -129,20 +130,20 @@ def build_costs(res: Any, map_res: Any, params: dict[str, Any], reps: int = 10) 
 
     cases = {
         "tracks": (lambda: serialize_message(Outputs._track_array(hdr, tr, pos)),
-                   lambda: cv.track_array_cdr(st, frame, tr.ids, pos, tr.visible, tr.dynamic, tr.confidence,
+                   lambda: cdr.track_array_cdr(st, frame, tr.ids, pos, tr.visible, tr.dynamic, tr.confidence,
                                               tr.sigma2, tr.age)),
         "points": (lambda: serialize_message(cv.fill_cloud(PointCloud2(header=hdr), PointField, cloud)),
-                   lambda: cv.cloud_cdr(st, frame, cloud)),
+                   lambda: cdr.cloud_cdr(st, frame, cloud)),
         "map": (lambda: serialize_message(cv.fill_cloud(PointCloud2(header=hdr), PointField, mcloud)),
-                lambda: cv.cloud_cdr(st, frame, mcloud)),
+                lambda: cdr.cloud_cdr(st, frame, mcloud)),
         # rosidl's field checks on (what ROS_PYTHON_CHECK_FIELDS=1 turns on): assigning bytes to a uint8[] field
         # then tests every byte in Python
         "points_field_checks": (lambda: serialize_message(cv.fill_cloud(PointCloud2(header=hdr, check_fields=True),
                                                                         PointField, cloud)),
-                                lambda: cv.cloud_cdr(st, frame, cloud)),
-        "markers": (lambda: serialize_message(MarkerArray(markers=cv.build_markers(Marker, Point, ColorRGBA, hdr,
-                                                                                   *margs, **mk))),
-                    lambda: cv.marker_array_cdr(st, frame, cv.plan_markers(*margs, **mk))),
+                                lambda: cdr.cloud_cdr(st, frame, cloud)),
+        "markers": (lambda: serialize_message(MarkerArray(markers=markers.build_markers(Marker, Point, ColorRGBA,
+                                                                                        hdr, *margs, **mk))),
+                    lambda: cdr.marker_array_cdr(st, frame, markers.plan_markers(*margs, **mk))),
     }
 
     def median_ms(fn: Any) -> float:

@@ -2,7 +2,7 @@
 
 Every output of a frame carries the input image's stamp and the world frame. Visualisation outputs (points, map,
 markers, path) are built only while something subscribes. Tracks, clouds and markers go out as serialised bytes
-written straight from the arrays (``conversions.*_cdr``). Publishers are lifecycle publishers: they exist from
+written straight from the arrays (``cdr.*_cdr``). Publishers are lifecycle publishers: they exist from
 ``configure`` and publish only while the node is active. /tf_static (the robot's fixed frame → world, when the node
 is joined to the robot's tree) is transient-local, as tf2's static broadcaster makes it, so late subscribers get it.
 """
@@ -24,6 +24,7 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from st4rtrack_ros.msg import Track3D, Track3DArray
+from st4rtrack_ros.ros import cdr, markers
 from st4rtrack_ros.ros import conversions as cv
 from st4rtrack_ros.ros.tf_tree import fill_transform
 
@@ -78,12 +79,12 @@ class Outputs:
         self._path: deque[tuple[float, ...]] = deque(maxlen=int(param("ros.max_path_length")))
         self._last_map = -1e18
         # serialised outputs where this ROS's message definitions are the ones the CDR writers follow
-        self._cdr_tracks = cv.cdr_layout_matches("st4rtrack_ros/Track3DArray", Track3DArray) and \
-            cv.cdr_layout_matches("st4rtrack_ros/Track3D", Track3D)
-        self._cdr_cloud = cv.cdr_layout_matches("sensor_msgs/PointCloud2", PointCloud2)
-        self._cdr_markers = cv.cdr_layout_matches("visualization_msgs/Marker", Marker)
-        self._cdr_path = cv.cdr_layout_matches("nav_msgs/Path", PathMsg) and \
-            cv.cdr_layout_matches("geometry_msgs/PoseStamped", PoseStamped)
+        self._cdr_tracks = cdr.cdr_layout_matches("st4rtrack_ros/Track3DArray", Track3DArray) and \
+            cdr.cdr_layout_matches("st4rtrack_ros/Track3D", Track3D)
+        self._cdr_cloud = cdr.cdr_layout_matches("sensor_msgs/PointCloud2", PointCloud2)
+        self._cdr_markers = cdr.cdr_layout_matches("visualization_msgs/Marker", Marker)
+        self._cdr_path = cdr.cdr_layout_matches("nav_msgs/Path", PathMsg) and \
+            cdr.cdr_layout_matches("geometry_msgs/PoseStamped", PoseStamped)
 
     def all(self) -> list[Any]:
         return [p for p in (self.points, self.map, self.tracks, self.markers, self.pose, self.path, self.tf,
@@ -109,7 +110,7 @@ class Outputs:
         """Every output of one tracker step (a :class:`~st4rtrack_ros.tracking.types.StepResult`); returns the time
         spent per output (ms: pose, tracks, points, map, markers) for the node's timing diagnostics.
 
-        Tracks, clouds and markers go out already serialised (``conversions.*_cdr``: a few array copies instead of
+        Tracks, clouds and markers go out already serialised (``cdr.*_cdr``: a few array copies instead of
         thousands of message objects) where the message definitions match; otherwise as message objects."""
         ms: dict[str, float] = {}
         t = time.perf_counter()
@@ -133,7 +134,7 @@ class Outputs:
         tr = res.tracks
         positions = cv.to_rep103_points(np.asarray(tr.positions, np.float64))
         if self._cdr_tracks:
-            self.tracks.publish(cv.track_array_cdr(st, self.world_frame, tr.ids, positions, tr.visible, tr.dynamic,
+            self.tracks.publish(cdr.track_array_cdr(st, self.world_frame, tr.ids, positions, tr.visible, tr.dynamic,
                                                    tr.confidence, tr.sigma2, tr.age))
         else:
             self.tracks.publish(self._track_array(hdr, tr, positions))
@@ -160,7 +161,7 @@ class Outputs:
         rows = np.array(self._path, np.float64).reshape(-1, 9)
         stamps = rows[:, :2].astype(np.int64)
         if self._cdr_path:
-            return cv.path_cdr(st, self.world_frame, stamps, rows[:, 2:])
+            return cdr.path_cdr(st, self.world_frame, stamps, rows[:, 2:])
         poses = []
         for (sec, nsec), r in zip(stamps, rows[:, 2:], strict=True):
             ps = PoseStamped(header=header(TimeMsg(sec=int(sec), nanosec=int(nsec)), self.world_frame))
@@ -178,7 +179,7 @@ class Outputs:
 
     def _cloud(self, hdr: Header, st: tuple[int, int], cloud: np.ndarray) -> PointCloud2 | bytes:
         if self._cdr_cloud:
-            return cv.cloud_cdr(st, self.world_frame, cloud)
+            return cdr.cloud_cdr(st, self.world_frame, cloud)
         return cv.fill_cloud(PointCloud2(header=hdr), PointField, cloud)
 
     @staticmethod
@@ -202,5 +203,5 @@ class Outputs:
         kw = {"cap": int(self._param("ros.max_marker_tracks")), "trail": int(self._param("ros.marker_history")),
               "scheme": str(self._param("ros.marker_color")), "scale": scale}
         if self._cdr_markers:
-            return cv.marker_array_cdr(st, self.world_frame, cv.plan_markers(*args, **kw))
-        return MarkerArray(markers=cv.build_markers(Marker, Point, ColorRGBA, hdr, *args, **kw))
+            return cdr.marker_array_cdr(st, self.world_frame, markers.plan_markers(*args, **kw))
+        return MarkerArray(markers=markers.build_markers(Marker, Point, ColorRGBA, hdr, *args, **kw))

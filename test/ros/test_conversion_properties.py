@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from st4rtrack_ros.data.messages import cloud_to_structured
+from st4rtrack_ros.ros import cdr, markers
 from st4rtrack_ros.ros import conversions as cv
 from st4rtrack_ros.ros.faults import FaultLog
 
@@ -77,12 +78,12 @@ def track_sets(draw: st.DrawFn) -> dict:
 @given(track_sets(), st.integers(0, 50), st.integers(1, 10), st.sampled_from(["id", "state"]),
        st.floats(1e-4, 1.0))
 def test_markers_are_well_formed_for_any_tracks(t: dict, cap: int, trail: int, scheme: str, scale: float) -> None:
-    ms = cv.build_markers(_Marker, lambda: _field(x=0, y=0, z=0), lambda: _field(r=0, g=0, b=0, a=0), "hdr",
+    ms = markers.build_markers(_Marker, lambda: _field(x=0, y=0, z=0), lambda: _field(r=0, g=0, b=0, a=0), "hdr",
                           t["ids"], t["positions"], t["history"], t["visible"], t["dynamic"], t["confidence"],
                           cap=cap, trail=trail, scheme=scheme, scale=scale)
-    assert ms[0].action == cv.DELETEALL
+    assert ms[0].action == markers.DELETEALL
     heads = ms[-1]
-    assert heads.type == cv.SPHERE_LIST and (heads.ns, heads.id) == ("heads", 0)
+    assert heads.type == markers.SPHERE_LIST and (heads.ns, heads.id) == ("heads", 0)
     strips = ms[1:-1]
     drawn = min(cap, len(t["ids"]))
     assert len(heads.points) == len(heads.colors) <= drawn and len(strips) <= len(heads.points)
@@ -91,7 +92,7 @@ def test_markers_are_well_formed_for_any_tracks(t: dict, cap: int, trail: int, s
     for m in ms[1:]:
         assert all(np.isfinite([p.x, p.y, p.z]).all() for p in m.points)
     for m in strips:
-        assert m.type == cv.LINE_STRIP and 2 <= len(m.points) <= trail and m.ns == "tracks"
+        assert m.type == markers.LINE_STRIP and 2 <= len(m.points) <= trail and m.ns == "tracks"
         assert 0 <= m.color.a <= 1 and m.scale.x > 0
     assert all(0 <= c.a <= 1 for c in heads.colors)
 
@@ -107,14 +108,15 @@ def test_marker_bytes_are_the_marker_objects_for_any_tracks(t: dict, cap: int, t
     from std_msgs.msg import ColorRGBA, Header
     from visualization_msgs.msg import Marker, MarkerArray
 
-    if not cv.cdr_layout_matches("visualization_msgs/Marker", Marker):
+    if not cdr.cdr_layout_matches("visualization_msgs/Marker", Marker):
         pytest.skip("this ROS has another Marker definition: the node publishes message objects")
     hdr = Header(frame_id="st4r_world")
     hdr.stamp.sec, hdr.stamp.nanosec = 7, 9
     args = (t["ids"], t["positions"], t["history"], t["visible"], t["dynamic"], t["confidence"])
     kw = {"cap": cap, "trail": trail, "scheme": scheme, "scale": 0.01}
-    objs = MarkerArray(markers=cv.build_markers(Marker, Point, ColorRGBA, hdr, *args, **kw))
-    got = deserialize_message(cv.marker_array_cdr((7, 9), "st4r_world", cv.plan_markers(*args, **kw)), MarkerArray)
+    objs = MarkerArray(markers=markers.build_markers(Marker, Point, ColorRGBA, hdr, *args, **kw))
+    got = deserialize_message(cdr.marker_array_cdr((7, 9), "st4r_world", markers.plan_markers(*args, **kw)),
+                              MarkerArray)
     assert got == objs
 
 

@@ -33,9 +33,10 @@ from st4rtrack_ros.data.messages import cloud_to_structured  # noqa: E402
 from st4rtrack_ros.model.checkpoint import save_checkpoint  # noqa: E402
 from st4rtrack_ros.model.config import preset  # noqa: E402
 from st4rtrack_ros.model.network import St4RTrackNet  # noqa: E402
-from st4rtrack_ros.ros.conversions import DELETEALL, ns_from_stamp  # noqa: E402
+from st4rtrack_ros.ros.conversions import ns_from_stamp  # noqa: E402
 from st4rtrack_ros.ros.env import domain_id_for  # noqa: E402
 from st4rtrack_ros.ros.live_eval import NodeProcess, OutputRecorder, replay  # noqa: E402
+from st4rtrack_ros.ros.markers import DELETEALL  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_:DeprecationWarning")
 
@@ -239,11 +240,14 @@ def test_compressed_only_bag_through_eval_live_start_node(tmp_path: Path) -> Non
     assert synth_main([str(bag), "--frames", "6", "--size", "128x96", "--transport", "jpeg", "--tracks", "32",
                        "--object-tracks", "8", "-q"]) == 0
     assert node_inputs_for_bag(bag) == {"ros.image_topic": "/camera/image_raw", "ros.compressed": True,
-                                        "ros.camera_info_topic": "/camera/camera_info"}
+                                        "ros.camera_info_topic": "/camera/camera_info", "ros.depth_topic": ""}
+    assert node_inputs_for_bag(bag, depth=True)["ros.depth_topic"] == "/gt/depth"
     out = tmp_path / "live"
+    # --depth: the bag's depth images go out as an RGB-D camera's and the node takes its metric scale from them
     rc = live_main([str(bag), "--out", str(out), "--start-node", "--checkpoint", str(_checkpoint(tmp_path)),
-                    "--device", "cpu", "--hz", "2", "--domain-id", str(domain_id_for(os.getpid() + 37))])
+                    "--device", "cpu", "--hz", "2", "--depth", "--domain-id", str(domain_id_for(os.getpid() + 37))])
     log = (out / "node" / "node.log").read_text()
     assert rc == 0 and "CompressedImage" in log, log[-3000:]
     metrics = json.loads((out / "live_metrics.json").read_text())
     assert metrics["frames_sent"] == 6 and metrics["frames_out"] >= 5, (metrics, log[-3000:])
+    assert metrics["depth"] and metrics["node_status"]["metric_scale"], metrics

@@ -92,7 +92,7 @@ def test_deactivate_keeps_the_world_and_track_ids_cleanup_frees_the_model(node: 
 
     tracks: list[Any] = []
     real = node.outputs.tracks.publish
-    # the node publishes Track3DArray as CDR bytes (conversions.track_array_cdr)
+    # the node publishes Track3DArray as CDR bytes (cdr.track_array_cdr)
     node.outputs.tracks.publish = lambda m: (tracks.append(
         deserialize_message(m, Track3DArray) if isinstance(m, bytes) else m), real(m))
     images = _images(6)

@@ -153,7 +153,7 @@ def test_fixed_frame_to_world_is_published_and_outputs_land_on_the_truth_in_odom
                                    atol=1e-6)  # q and -q are one rotation: compare matrices
     # the last frame's cloud, taken into odom through the published transform, lies on that frame's true surface
     f, cloud = frames[-1], got["points"][-1]
-    if isinstance(cloud, bytes):  # the node publishes clouds as CDR bytes (conversions.cloud_cdr)
+    if isinstance(cloud, bytes):  # the node publishes clouds as CDR bytes (cdr.cloud_cdr)
         from rclpy.serialization import deserialize_message
         from sensor_msgs.msg import PointCloud2
 

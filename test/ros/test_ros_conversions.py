@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from st4rtrack_ros.ros import cdr, markers
 from st4rtrack_ros.ros import conversions as cv
 from st4rtrack_ros.ros import params as P
 from st4rtrack_ros.settings import DEFAULT_CONFIG, load_section, unflatten
@@ -85,23 +86,23 @@ def test_markers_deleteall_first_unique_ids_and_caps() -> None:
     hist = np.repeat(pos[:, None], length, 1)
     hist[:, :2] = np.nan
     visible = np.arange(n) % 3 != 0
-    ms = cv.build_markers(_Marker, lambda: _ns(x=0, y=0, z=0), lambda: _ns(r=0, g=0, b=0, a=0), "h", ids, pos,
+    ms = markers.build_markers(_Marker, lambda: _ns(x=0, y=0, z=0), lambda: _ns(r=0, g=0, b=0, a=0), "h", ids, pos,
                           hist, visible, np.zeros(n, bool), np.ones(n), cap=8, trail=4, scheme="id", scale=0.01)
-    assert ms[0].action == cv.DELETEALL
-    strips = [m for m in ms if m.type == cv.LINE_STRIP]
-    heads = [m for m in ms if m.type == cv.SPHERE_LIST]
+    assert ms[0].action == markers.DELETEALL
+    strips = [m for m in ms if m.type == markers.LINE_STRIP]
+    heads = [m for m in ms if m.type == markers.SPHERE_LIST]
     assert len(strips) == 8 and len(heads) == 1 and len(heads[0].points) == 8
     keys = [(m.ns, m.id) for m in ms[1:]]
     assert len(set(keys)) == len(keys)
     assert all(len(m.points) == 4 for m in strips)  # trail 4 = the last 3 (finite) history points + the head
-    assert all(m.color.a == cv.VISIBLE_ALPHA for m in strips)  # visible ones preferred under the cap
+    assert all(m.color.a == markers.VISIBLE_ALPHA for m in strips)  # visible ones preferred under the cap
 
 
 def test_occluded_tracks_look_different() -> None:
     for scheme in ("id", "state"):
-        assert cv.track_color(3, True, False, scheme) != cv.track_color(3, False, False, scheme)
-        assert cv.track_color(3, False, False, scheme)[3] < 1.0
-    assert cv.color_for_id(5) == cv.color_for_id(5)
+        assert markers.track_color(3, True, False, scheme) != markers.track_color(3, False, False, scheme)
+        assert markers.track_color(3, False, False, scheme)[3] < 1.0
+    assert markers.color_for_id(5) == markers.color_for_id(5)
 
 
 def test_params_file_covers_schema_and_tracker_config() -> None:
@@ -189,12 +190,12 @@ def test_cdr_tracks_and_cloud_deserialise_to_the_message_objects(frame_id: str, 
     hdr = _stamped_header(frame_id)
     stamp = (hdr.stamp.sec, hdr.stamp.nanosec)
     objs = Outputs._track_array(hdr, _Sized(tr, n), tr.positions)
-    got = deserialize_message(cv.track_array_cdr(stamp, frame_id, tr.ids, tr.positions, tr.visible, tr.dynamic,
+    got = deserialize_message(cdr.track_array_cdr(stamp, frame_id, tr.ids, tr.positions, tr.visible, tr.dynamic,
                                                  tr.confidence, tr.sigma2, tr.age), Track3DArray)
     assert got == objs
     cloud = cv.cloud_array(rng.normal(size=(3 * n + 1, 3)), rng.integers(0, 255, (3 * n + 1, 3)),
                            rng.random(3 * n + 1), 2 * n)
-    assert deserialize_message(cv.cloud_cdr(stamp, frame_id, cloud), PointCloud2) == \
+    assert deserialize_message(cdr.cloud_cdr(stamp, frame_id, cloud), PointCloud2) == \
         cv.fill_cloud(PointCloud2(header=hdr), PointField, cloud)
 
 
@@ -218,7 +219,7 @@ def test_cdr_markers_deserialise_to_the_message_objects(scheme: str, frame_id: s
     from std_msgs.msg import ColorRGBA
     from visualization_msgs.msg import Marker, MarkerArray
 
-    if not cv.cdr_layout_matches("visualization_msgs/Marker", Marker):
+    if not cdr.cdr_layout_matches("visualization_msgs/Marker", Marker):
         pytest.skip("this ROS has another Marker definition: the node publishes message objects")
     rng = np.random.default_rng(1)
     n, length = 12, 6
@@ -230,9 +231,10 @@ def test_cdr_markers_deserialise_to_the_message_objects(scheme: str, frame_id: s
     vis, dyn, conf = rng.random(n) > 0.3, rng.random(n) > 0.5, rng.random(n)
     kw = {"cap": 9, "trail": 4, "scheme": scheme, "scale": 0.02}
     hdr = _stamped_header(frame_id)
-    objs = MarkerArray(markers=cv.build_markers(Marker, Point, ColorRGBA, hdr, ids, pos, hist, vis, dyn, conf, **kw))
-    got = deserialize_message(cv.marker_array_cdr((hdr.stamp.sec, hdr.stamp.nanosec), frame_id,
-                                                  cv.plan_markers(ids, pos, hist, vis, dyn, conf, **kw)), MarkerArray)
+    args = (ids, pos, hist, vis, dyn, conf)
+    objs = MarkerArray(markers=markers.build_markers(Marker, Point, ColorRGBA, hdr, *args, **kw))
+    got = deserialize_message(cdr.marker_array_cdr((hdr.stamp.sec, hdr.stamp.nanosec), frame_id,
+                                                   markers.plan_markers(*args, **kw)), MarkerArray)
     assert got == objs and len(got.markers) >= 3
 
 
@@ -257,5 +259,5 @@ def test_cdr_path_deserialises_to_the_message_objects(frame_id: str, n: int) -> 
         o = ps.pose.orientation
         o.x, o.y, o.z, o.w = (float(v) for v in p[3:])
         want.poses.append(ps)
-    got = deserialize_message(cv.path_cdr((hdr.stamp.sec, hdr.stamp.nanosec), frame_id, stamps, poses), PathMsg)
+    got = deserialize_message(cdr.path_cdr((hdr.stamp.sec, hdr.stamp.nanosec), frame_id, stamps, poses), PathMsg)
     assert got == want
