@@ -45,8 +45,9 @@ def worker(a: argparse.Namespace) -> None:
     import torch
 
     from st4rtrack_ros.model.config import preset
+    from st4rtrack_ros.training.config import TrainConfig
     from st4rtrack_ros.training.data import DataConfig
-    from st4rtrack_ros.training.loop import TrainConfig, Trainer
+    from st4rtrack_ros.training.loop import Trainer
 
     torch.set_num_threads(a.threads)
     w, h = preset(a.preset).img_size

@@ -15,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from st4rtrack_ros.training.loop import TrainConfig, validate_checkpoint
+from st4rtrack_ros.training.config import TrainConfig
+from st4rtrack_ros.training.loop import validate_checkpoint
 
 
 def main() -> None:

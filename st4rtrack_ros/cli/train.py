@@ -21,7 +21,8 @@ import torch
 
 from st4rtrack_ros.model.network import PARAM_SETS
 from st4rtrack_ros.training import distributed
-from st4rtrack_ros.training.loop import TrainConfig, train
+from st4rtrack_ros.training.config import TrainConfig
+from st4rtrack_ros.training.loop import train
 
 # flag → (section, field, type, help); section "" = TrainConfig itself
 _FLAGS: dict[str, tuple[str, str, Any, str]] = {

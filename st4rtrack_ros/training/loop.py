@@ -13,6 +13,9 @@ would (different sequences per rank, a pure function of (data seed, step, rank):
 only the step). DDP averages the gradients, so every rank takes the same optimizer step; the learning rate schedule
 is per optimizer step and is not rescaled with W. Rank 0 alone writes logs, validation and checkpoints; the state
 file keeps every rank's RNG state.
+
+The run's configuration and LR schedule are ``training.config``; the RNG and optimizer state of a resume
+``training.resume_state``; the loss curves ``training.loss_curves``.
 """
 
 from __future__ import annotations
@@ -21,18 +24,15 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import multiprocessing as mp
-import random
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -40,125 +40,17 @@ from torch.utils.data import DataLoader
 
 from st4rtrack_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from st4rtrack_ros.model.config import preset as model_preset
-from st4rtrack_ros.model.network import PARAM_SETS, St4RTrackNet
+from st4rtrack_ros.model.network import St4RTrackNet
 from st4rtrack_ros.training import distributed
-from st4rtrack_ros.training.data import DataConfig, PairGroups, collate_groups, worker_init
-from st4rtrack_ros.training.losses import LOCAL, BatchReduce, LossConfig, supervised_loss
+from st4rtrack_ros.training.config import EXPORT_DTYPES, TrainConfig, lr_at
+from st4rtrack_ros.training.data import PairGroups, collate_groups, worker_init
+from st4rtrack_ros.training.loss_curves import plot_loss_curves
+from st4rtrack_ros.training.losses import LOCAL, BatchReduce, supervised_loss
+from st4rtrack_ros.training.resume_state import load_state, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 _RANK_SEED = 1_000_003  # rank r seeds torch/numpy/python with seed + r·this (rank 0: the plain run's seed)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    model_preset: str = "small_256"
-    steps: int = 20_000  # length of the LR schedule (and the run, unless stopped earlier)
-    batch_size: int = 8  # pairs per step; a multiple of data.pairs_per_seq
-    lr: float = 2e-4
-    min_lr_ratio: float = 0.01
-    warmup_steps: int = 500
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
-    seed: int = 0
-    num_workers: int = 0
-    eval_every: int = 500
-    n_val_groups: int = 16
-    ckpt_every: int = 1000
-    log_every: int = 10
-    time_budget_s: float | None = None
-    budget_schedule: bool = False  # cosine follows max(step, time) progress (wall-clock dependent: no exact resume)
-    amp: str = "auto"  # "auto" (bf16 on CUDA, fp32 on CPU) | "bf16" | "none"
-    freeze_encoder: bool = False
-    # Recompute each transformer block's activations in the backward pass (activation checkpointing): one more
-    # forward pass of the blocks per step for far less activation memory (for vitl_512 at a useful batch).
-    grad_checkpoint: bool = False
-    # The subset of parameters trained (model.network.PARAM_SETS); "recon_head" trains head 2 alone, which cannot
-    # change the tracking pointmaps (head 1 and everything it reads stay as loaded).
-    train_params: str = "all"
-    init: str | None = None  # checkpoint to start from (any format load_checkpoint reads)
-    # > 0: cycle over a finite pool of this many training groups instead of fresh ones. 1 = a fixed-batch overfitting
-    # check; thousands + data.cache_dir = rendered once, then re-read (the GPU is ~3× faster than fresh rendering).
-    pool_groups: int = 0
-    export_dtype: str = "fp32"  # dtype of the final model.safetensors export
-    max_shard_mib: float | None = None  # split the export into shards of at most this size
-    device: str = "auto"
-    data: DataConfig = field(default_factory=DataConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-
-    def __post_init__(self) -> None:
-        if self.batch_size % self.data.pairs_per_seq:
-            raise ValueError(f"batch_size {self.batch_size} must be a multiple of pairs_per_seq "
-                             f"{self.data.pairs_per_seq}")
-        if self.export_dtype not in _DTYPES:
-            raise ValueError(f"export_dtype must be one of {sorted(_DTYPES)}")
-        if self.amp not in ("auto", "bf16", "none"):
-            raise ValueError("amp must be 'auto', 'bf16' or 'none'")
-        if self.train_params not in PARAM_SETS:
-            raise ValueError(f"train_params must be one of {PARAM_SETS}, got {self.train_params!r}")
-
-    @property
-    def groups_per_batch(self) -> int:
-        return self.batch_size // self.data.pairs_per_seq
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        d = dict(d)
-        data = DataConfig(**{k: tuple(v) if k == "presets" else v for k, v in d.pop("data", {}).items()})
-        loss = LossConfig(**d.pop("loss", {}))
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
-        return cls(data=data, loss=loss, **d)
-
-
-def lr_at(cfg: TrainConfig, step: int, time_frac: float = 0.0) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to ``lr·min_lr_ratio`` at ``steps``.
-
-    ``time_frac`` (elapsed / time budget, with ``budget_schedule``) lets the decay finish when the time runs out
-    even if fewer than ``steps`` steps fit: the cosine follows whichever of the two progresses is further.
-    """
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = min(1.0, max((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps), time_frac))
-    lo = cfg.lr * cfg.min_lr_ratio
-    return lo + 0.5 * (cfg.lr - lo) * (1.0 + math.cos(math.pi * t))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 — the global generator, for any code that still uses it
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    """RNG states as tensors and plain values only, so the state file loads with ``weights_only=True``."""
-    np_state = np.random.get_state()  # noqa: NPY002 — saved so a resumed run continues it
-    py_state = random.getstate()
-    out: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
-    }
-    if torch.cuda.is_available():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def _set_rng_state(s: dict[str, Any]) -> None:
-    torch.set_rng_state(s["torch"])
-    n = s["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))  # noqa: NPY002
-    p = s["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
 
 
 def _device(cfg: TrainConfig) -> torch.device:
@@ -198,32 +90,6 @@ class PairLoss(nn.Module):
         return supervised_loss(out, batch, self.cfg.loss, group=self.cfg.data.pairs_per_seq, reduce=self.reduce)
 
 
-def _checkpoint_step(path: Path) -> int | None:
-    """The ``step`` recorded in a training checkpoint's metadata (None when absent)."""
-    from safetensors import safe_open
-
-    if not path.is_file():
-        return None
-    with safe_open(str(path), "pt") as f:
-        step = (f.metadata() or {}).get("step")
-    return int(step) if step is not None else None
-
-
-def _load_state(ckpt_dir: Path) -> dict[str, Any]:
-    """The state that belongs to ``ckpt_dir/last.safetensors``: ``last_state.pt``, or, for a job killed between the
-    two renames of :meth:`Trainer.save`, the complete ``last_state.pt.tmp`` written just before them."""
-    state = torch.load(ckpt_dir / "last_state.pt", map_location="cpu", weights_only=True)
-    model_step = _checkpoint_step(ckpt_dir / "last.safetensors")
-    if model_step is None or model_step == int(state["step"]):
-        return state
-    tmp = ckpt_dir / "last_state.pt.tmp"
-    if tmp.is_file():
-        newer = torch.load(tmp, map_location="cpu", weights_only=True)
-        if int(newer["step"]) == model_step:
-            return newer
-    raise RuntimeError(f"{ckpt_dir}: model at step {model_step} but optimizer state at step {state['step']}")
-
-
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -252,7 +118,7 @@ class Trainer:
         self.step = 0
         state = None
         if resume and state_file.is_file():
-            state = _load_state(self.ckpt_dir)
+            state = load_state(self.ckpt_dir)
             cfg = TrainConfig.from_dict(state["config"]) if cfg is None else cfg
             self.step = int(state["step"])
         if cfg is None:
@@ -357,10 +223,10 @@ class Trainer:
 
     def save(self) -> Path:
         """Model (fp32 safetensors) and state, each written to a temporary file first and renamed, the state last:
-        a job killed at any moment leaves a complete pair (:func:`_load_state` finds it). Every rank must call it
-        (the RNG states are gathered); rank 0 writes."""
+        a job killed at any moment leaves a complete pair (``resume_state.load_state`` finds it). Every rank must call
+        it (the RNG states are gathered); rank 0 writes."""
         path = self.ckpt_dir / "last.safetensors"
-        rngs = distributed.gather_to_rank0(_rng_state(), self.dist)
+        rngs = distributed.gather_to_rank0(rng_state(), self.dist)
         if not self.dist.main:
             return path
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -378,9 +244,9 @@ class Trainer:
         """This rank's saved RNG state; a plain run's file (or another world size) restores rank 0 only."""
         ranks = state.get("rng_ranks")
         if ranks is not None and len(ranks) == self.dist.world:
-            _set_rng_state(ranks[self.dist.rank])
+            set_rng_state(ranks[self.dist.rank])
         elif self.dist.main:
-            _set_rng_state(state["rng"])
+            set_rng_state(state["rng"])
         else:  # the data do not depend on it (they are a function of the step), only random draws beyond them do
             log.warning("rank %d: checkpoint saved by %s rank(s); keeping this rank's fresh seed", self.dist.rank,
                         len(ranks) if ranks is not None else 1)
@@ -391,7 +257,7 @@ class Trainer:
             old.unlink()
         shard = None if self.cfg.max_shard_mib is None else int(self.cfg.max_shard_mib * 2**20)
         return save_checkpoint(self.net, self.out / "model.safetensors", metadata={"step": str(self.step)},
-                               dtype=_DTYPES[self.cfg.export_dtype], max_shard_bytes=shard)
+                               dtype=EXPORT_DTYPES[self.cfg.export_dtype], max_shard_bytes=shard)
 
     # -- the loop -----------------------------------------------------------------------------------------------
 
@@ -489,7 +355,7 @@ class Trainer:
         ckpt = self.save()
         export = self.export() if self.dist.main else self.out / "model.safetensors"
         if self.dist.main:
-            self._plot()
+            plot_loss_curves(self.out)
         distributed.barrier(self.dist)  # the job ends when rank 0's files are written
         self.net.eval()
         return TrainResult(self.net, self.step, losses, by_budget, ckpt, export, last_val, self.dist.main)
@@ -503,47 +369,6 @@ class Trainer:
         print(f"val @ {self.step}: loss {val['loss']:.4f} EPE track {val['epe_track']:.3f} m (dyn "
               f"{val['epe_track_dyn']:.3f}) recon {val['epe_recon']:.3f} m", file=sys.stderr, flush=True)
         return val
-
-    def _plot(self) -> Path | None:
-        """Loss curves from the whole log (all resumed segments): training loss (smoothed), validation terms."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:  # plotting is a convenience; never fail a run for it
-            return None
-        recs = [json.loads(line) for line in (self.out / "log.jsonl").read_text().splitlines() if line.strip()]
-        tr = [r for r in recs if r["split"] == "train"]
-        va = [r for r in recs if r["split"] == "val"]
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        if tr:
-            s = np.array([r["step"] for r in tr])
-            for key in ("loss", "track", "recon"):
-                y = np.array([r[key] for r in tr])
-                k = max(1, len(y) // 50)
-                ys = np.convolve(y, np.ones(k) / k, mode="valid")
-                axes[0].plot(s[k - 1:], ys, label=f"train {key}")
-        axes[0].set_xlabel("step")
-        axes[0].set_title("training loss (with confidence term)")
-        axes[0].legend()
-        if va:
-            s = [r["step"] for r in va]
-            for key in ("epe_track", "epe_track_dyn", "epe_recon"):
-                axes[1].plot(s, [r[key] for r in va], marker="o", label=f"val {key} (m)")
-            ax2 = axes[1].twinx()
-            ax2.plot(s, [r["loss"] for r in va], "k--", label="val loss (no conf)")
-            ax2.legend(loc="upper center")
-        axes[1].set_xlabel("step")
-        axes[1].set_title("validation")
-        if va:
-            axes[1].legend()
-        fig.tight_layout()
-        path = self.out / "loss_curves.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
-
 
 def train(cfg: TrainConfig | None, out_dir: str | Path, resume: bool = False, stop_at_step: int | None = None
           ) -> TrainResult:

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from st4rtrack_ros.settings import PACKAGE_ROOT, default_checkpoint
-from st4rtrack_ros.training.loop import TrainConfig, validate_checkpoint
+from st4rtrack_ros.training.config import TrainConfig
+from st4rtrack_ros.training.loop import validate_checkpoint
 
 RECORDED = {"epe_track": 1.449, "epe_recon": 1.558}  # st4rtrack_ros/weights/README.md (the fp16 file as shipped)
 

@@ -28,8 +28,9 @@ import torch
 from st4rtrack_ros.model.checkpoint import load_checkpoint
 from st4rtrack_ros.model.config import preset as model_preset
 from st4rtrack_ros.model.network import St4RTrackNet
+from st4rtrack_ros.training.config import TrainConfig
 from st4rtrack_ros.training.data import DataConfig, PairGroups, collate_groups
-from st4rtrack_ros.training.loop import TrainConfig, Trainer, train
+from st4rtrack_ros.training.loop import Trainer, train
 from st4rtrack_ros.training.losses import LossConfig, supervised_loss
 
 # The tiniest useful sizes: 64×48 pairs, 2 pairs per sequence, global batch 4 = 1 sequence per rank.

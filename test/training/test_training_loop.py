@@ -16,8 +16,9 @@ from st4rtrack_ros.data.targets import pair_targets
 from st4rtrack_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from st4rtrack_ros.model.config import preset as model_preset
 from st4rtrack_ros.model.network import St4RTrackNet
+from st4rtrack_ros.training.config import TrainConfig, lr_at
 from st4rtrack_ros.training.data import TRAIN_SEED_BASE, DataConfig, PairGroups, collate_groups, group_plan
-from st4rtrack_ros.training.loop import TrainConfig, lr_at, train
+from st4rtrack_ros.training.loop import train
 
 # Small images keep the tests fast; the network runs at any multiple of the patch size.
 DATA = DataConfig(width=64, height=48, seq_len=8, max_gap=4, pairs_per_seq=2, p_self=0.3)
