@@ -1,5 +1,10 @@
 """OnlineTracker: St4RTrack+ on a camera stream, in a sliding window anchored to one persistent world frame.
 
+Why one module over 400 lines: the tracker is one state machine (window, anchor, intrinsics, tracks, map, adaptation
+bookkeeping) whose per-frame step, window start and out-of-memory recovery all read and write that state, so
+splitting the class would only pass its fields around. Its stateless parts live beside it: the geometry of a window
+start in ``anchoring``, the track table in ``tracks``, the queries in ``queries``, the map in ``pointmap``.
+
 Per frame: preprocess → streaming engine against the current anchor → pose of the frame by PnP on its
 reconstruction pointmap (head 2) → 3D track positions from the tracking pointmap (head 1) at the anchor's query
 pixels, with visibility from the occlusion depth test → the frame's confidence-filtered reconstruction in the world
@@ -35,16 +40,17 @@ from st4rtrack_ros.geometry.intrinsics import intrinsics_from_pointmap
 from st4rtrack_ros.geometry.occlusion import occlusion_mask, recon_depth, reproject_tracks
 from st4rtrack_ros.geometry.pose import PoseConfig, estimate_poses
 from st4rtrack_ros.geometry.sampling import sample_map
-from st4rtrack_ros.geometry.similarity import Sim3, compose, inverse, robust_umeyama
+from st4rtrack_ros.geometry.similarity import Sim3, compose
 from st4rtrack_ros.model.network import PairOutput
 from st4rtrack_ros.model.preprocess import FitMode, PixelMapping, fit_depth, fit_image, plan_mapping, to_tensor
 from st4rtrack_ros.model.streaming import StreamingEngine
 from st4rtrack_ros.model.uncertainty import sigma2_from_conf
 from st4rtrack_ros.settings import check_keys
 from st4rtrack_ros.tracking.adaptation_port import Adapter, WindowSnapshot
+from st4rtrack_ros.tracking.anchoring import carried_tracks, chain_to_previous, fresh_queries, world_scale
 from st4rtrack_ros.tracking.pointmap import MapAccumulator
-from st4rtrack_ros.tracking.queries import QueryMode, select_queries
-from st4rtrack_ros.tracking.tracks import TrackTable, fill_queries
+from st4rtrack_ros.tracking.queries import QueryMode
+from st4rtrack_ros.tracking.tracks import TrackTable
 from st4rtrack_ros.tracking.types import MIN_SIDE, BadInput, FrameDropped, FrameInput, StepResult
 
 log = logging.getLogger(__name__)
@@ -185,12 +191,9 @@ class OnlineTracker:
                            f"{rgb.shape[:2]} image")
 
     def _world_points(self, pts: torch.Tensor) -> np.ndarray:
+        """Anchor-frame points (..., 3) → world (..., 3) float64 NumPy."""
         assert self._window is not None
-        return self._world_points_with(self._window.world_from_anchor, pts)
-
-    @staticmethod
-    def _world_points_with(world_from_anchor: Sim3, pts: torch.Tensor) -> np.ndarray:
-        return world_from_anchor.apply(pts.detach().double().cpu().numpy())
+        return self._window.world_from_anchor.apply(pts.detach().double().cpu().numpy())
 
     # -- the window ------------------------------------------------------------------------------------------------
 
@@ -208,55 +211,30 @@ class OnlineTracker:
                 self._k = intrinsics_from_pointmap(own.track_pts)
         depth_own = own.track_pts[0, ..., 2]
         if prev is None or self._window is None:
-            scale = 1.0
-            if cfg.metric_scale > 0:
-                scale, self._metric = cfg.metric_scale, True
-            elif cfg.use_depth_scale and frame.depth is not None:
+            gt = None
+            if cfg.metric_scale <= 0 and cfg.use_depth_scale and frame.depth is not None:
                 assert self._mapping is not None
                 gt = torch.as_tensor(fit_depth(frame.depth, self._mapping), device=self.device)
-                ok = (gt > 0) & torch.isfinite(gt) & (depth_own > 1e-6)
-                if int(ok.sum()) > 100:
-                    scale, self._metric = float((gt[ok] / depth_own[ok]).median()), True
+            scale, metric = world_scale(depth_own, cfg.metric_scale, gt)
+            self._metric = self._metric or metric
             world = Sim3(scale, np.eye(3), np.zeros(3))
             self._median_depth = float(depth_own.median()) * scale
             self.tracks.dynamic_threshold = cfg.dynamic_rel * self._median_depth
-        else:
-            # The shared frame seen by both windows: head 2 of (old anchor, c) vs head 1 of (c, c).
-            conf = torch.minimum(prev.recon_conf[0], own.track_conf[0]).reshape(-1)
-            n = min(cfg.chain_points, conf.numel())
-            idx = torch.topk(conf, n).indices
-            src = own.track_pts[0].reshape(-1, 3)[idx].double().cpu().numpy()
-            dst = prev.recon_pts[0].reshape(-1, 3)[idx].double().cpu().numpy()
-            world = compose(self._window.world_from_anchor, robust_umeyama(src, dst))
+        else:  # the shared frame seen by both windows: head 2 of (old anchor, c) vs head 1 of (c, c)
+            world = compose(self._window.world_from_anchor, chain_to_previous(prev, own, cfg.chain_points))
         old_window = self._window
         self._swapping = True
         self._window = _Window(index=self._frame_index, world_from_anchor=world)
 
         # Queries on the new anchor: living tracks that reproject onto the surface the anchor sees there continue
         # (same ids); fresh grid/corner queries fill the rest of the image.
-        k = self._k.double().cpu().numpy()
-        h, w = rgb.shape[:2]
         kept_uv, inherit = np.zeros((0, 2)), np.zeros(0, np.int64)
         if old_window is not None and len(self.tracks):
-            in_anchor = inverse(world).apply(self.tracks.positions)
-            z = in_anchor[:, 2]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                proj = (in_anchor @ k.T)[:, :2] / z[:, None]
-            ok = self.tracks.visible & (z > 1e-6) & np.isfinite(proj).all(1)
-            ok &= (proj[:, 0] >= 0) & (proj[:, 0] <= w - 1) & (proj[:, 1] >= 0) & (proj[:, 1] <= h - 1)
-            rows = np.flatnonzero(ok)
-            if len(rows):
-                uv_t = torch.as_tensor(proj[rows], dtype=torch.float32, device=self.device)[None]
-                seen = self._world_points_with(world, sample_map(own.track_pts, uv_t)[0])
-                near = np.linalg.norm(seen - self.tracks.positions[rows], axis=1) <= cfg.match_rel_dist * \
-                    self._median_depth
-                kept_uv, inherit = proj[rows[near]], rows[near]
-        spacing = 0.5 * np.sqrt(h * w / max(cfg.num_queries, 1))
-        if queries is not None:  # caller-chosen queries (evaluation protocol): exactly these, ids 0..N-1
-            fresh = np.asarray(queries, dtype=np.float64).reshape(-1, 2)
-        else:
-            candidates = select_queries(rgb, cfg.num_queries, cfg.query_mode)
-            fresh = fill_queries(kept_uv, candidates, cfg.num_queries, spacing)
+            kept_uv, inherit = carried_tracks(self.tracks.positions, self.tracks.visible, world,
+                                              self._k.double().cpu().numpy(), rgb.shape[:2], own.track_pts,
+                                              cfg.match_rel_dist * self._median_depth)
+        # caller-chosen queries (evaluation protocol) are exactly those, ids 0..N-1
+        fresh = fresh_queries(rgb, kept_uv, cfg.num_queries, cfg.query_mode, queries)
         uv = np.concatenate((kept_uv, fresh))
         inherit = np.concatenate((inherit, np.full(len(fresh), -1)))
         uv_t = torch.as_tensor(uv, dtype=torch.float32, device=self.device)[None]
