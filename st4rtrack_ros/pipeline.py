@@ -27,7 +27,7 @@ import torch
 from st4rtrack_ros.settings import default_checkpoint, unflatten
 
 if TYPE_CHECKING:
-    from st4rtrack_ros.adaptation.worker import AdaptationWorker, LabelTransform
+    from st4rtrack_ros.adaptation.worker import AdaptationWorker, LabelSource, LabelTransform
     from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
     from st4rtrack_ros.tracking.adaptation_port import Adapter
     from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
@@ -57,6 +57,12 @@ class TrackerSpec:
     # A hook on the adaptation worker's pseudo-labels (adaptation.worker.LabelTransform; None: the labels as made).
     # Not a parameter: the robustness study's deliberate corruption (evaluation.label_corruption) comes in here.
     label_transform: LabelTransform | None = None
+    # Where the worker's labels come from instead of KLT and the depth image (adaptation.worker.LabelSource; None:
+    # KLT). Not a parameter: the study's oracle-label upper bound (evaluation.oracle_labels) comes in here.
+    label_source: LabelSource | None = None
+    # The camera comes with an aligned depth image (the node's ``ros.depth_topic``): adaptation then runs the RGB-D
+    # recipe unless ``adaptation.rgbd_recipe`` is off (AdaptationConfig.with_depth_input).
+    depth_input: bool = False
 
     @classmethod
     def from_params(cls, flat: Mapping[str, Any]) -> TrackerSpec:
@@ -64,7 +70,7 @@ class TrackerSpec:
         return cls(checkpoint=str(flat.get("model.checkpoint", "")), device=str(flat.get("model.device", "")),
                    fit=str(flat.get("model.fit", "crop")), cpu_mode=str(flat.get("model.cpu_mode", "")),
                    tracking=unflatten(flat, "tracking"),
-                   adaptation=unflatten(flat, "adaptation"))
+                   adaptation=unflatten(flat, "adaptation"), depth_input=bool(flat.get("ros.depth_topic", "")))
 
     def resolved_checkpoint(self) -> Path:
         ckpt = Path(self.checkpoint) if self.checkpoint else default_checkpoint()
@@ -115,7 +121,9 @@ def build_worker(spec: TrackerSpec, net: torch.nn.Module, log: Log = _quiet) -> 
         return None
     adapt_cfg = spec.adaptation if isinstance(spec.adaptation, AdaptationConfig) \
         else AdaptationConfig.from_dict(spec.adaptation)
-    worker = AdaptationWorker(net, adapt_cfg, label_transform=spec.label_transform)
+    if spec.depth_input:
+        adapt_cfg = adapt_cfg.with_depth_input()
+    worker = AdaptationWorker(net, adapt_cfg, label_transform=spec.label_transform, label_source=spec.label_source)
     log(f"adaptation pseudo-labels: {worker.label_sources()}")
     if adapt_cfg.resume and adapt_cfg.save_path and Path(adapt_cfg.save_path).exists():
         try:

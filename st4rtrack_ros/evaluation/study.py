@@ -11,6 +11,10 @@ A clean ablation (experiments/configs/study_ablation.yaml) names each variant's 
 differs from by exactly one resolved :class:`LossConfig` field (checked at load), and the summary adds the paired
 difference to that neighbour with its spread. ``gate: false`` accepts every round with finite weights and loss, so
 a table shows what the losses do rather than what the held-out gate lets through.
+
+``labels: oracle`` (experiments/configs/study_oracle.yaml) trains on the bag's ground truth instead of KLT tracks
+(evaluation.oracle_labels; the corruption still applies, after it): the upper bound of what adaptation could gain with
+perfect labels.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from st4rtrack_ros.adaptation.worker import AdaptationConfig
 from st4rtrack_ros.data.bag_io import read_frames, write_sequence
 from st4rtrack_ros.data.sequence import make_sequence
 from st4rtrack_ros.evaluation.label_corruption import LabelCorruption
+from st4rtrack_ros.evaluation.oracle_labels import OracleLabels
 from st4rtrack_ros.evaluation.report import compute_metrics
 from st4rtrack_ros.evaluation.runner import RunConfig, run_frames
 from st4rtrack_ros.model.network import St4RTrackNet
@@ -41,6 +46,9 @@ from st4rtrack_ros.model.preprocess import preprocess
 from st4rtrack_ros.model.uncertainty import sigma2_from_conf
 from st4rtrack_ros.pipeline import TrackerSpec, build_tracker
 from st4rtrack_ros.settings import check_keys
+
+#: Where the adapted cells' labels come from: KLT tracks + the bag's depth images, or the bag's ground truth.
+LABELS = ("klt", "oracle")
 
 # Loss switches of each variant (LossConfig overrides); None = no adaptation.
 VANILLA = {"use_occlusion_mask": False, "use_sigma2": False, "traj_pseudo_visibility": False,
@@ -74,8 +82,13 @@ class StudyConfig:
     # False: the held-out validation gate is off, every round with finite weights and loss is accepted. Why: each
     # variant's gate uses its own loss, so with the gate on a variant can "win" by keeping fewer rounds.
     gate: bool = True
+    # "klt": the worker's own pseudo-labels (KLT 2D tracks, the bag's depth images as the robot's depth); "oracle":
+    # the bag's ground truth (evaluation.oracle_labels), the upper bound. The corruption applies to either.
+    labels: str = "klt"
 
     def __post_init__(self) -> None:
+        if self.labels not in LABELS:
+            raise ValueError(f"labels must be one of {LABELS}, got {self.labels!r}")
         for v, n in self.neighbours.items():
             if v not in self.variants or n not in self.variants:
                 raise ValueError(f"neighbours: {v!r} → {n!r} names a variant that is not in variants")
@@ -107,13 +120,20 @@ class StudyConfig:
                              depth_holes=self.depth_holes if noisy else 0.0)
         return lc if lc.active else None
 
-    def tracker_spec(self, variant: str, corruption: float = 0.0) -> TrackerSpec:
+    def tracker_spec(self, variant: str, corruption: float = 0.0, bag: Path | None = None) -> TrackerSpec:
         """What a cell runs: the study's checkpoint on its device, the tracker without the depth image's metric
-        scale (the harness aligns scale), and the variant's adaptation worker."""
-        return TrackerSpec(checkpoint=self.checkpoint, device=self.device, fit=self.tracking.get("fit", "crop"),
-                           tracking={**self.tracking, "use_depth_scale": False},
-                           adaptation=self.adaptation_config(variant),
-                           label_transform=self.label_corruption(corruption))
+        scale (the harness aligns scale), and the variant's adaptation worker, with ``labels: oracle`` labelled by
+        the ground truth of ``bag`` (the cell's bag; required then)."""
+        fit = self.tracking.get("fit", "crop")
+        adaptation = self.adaptation_config(variant)
+        source = None
+        if self.labels == "oracle" and adaptation is not None:
+            if bag is None:
+                raise ValueError("labels: oracle needs the cell's bag (its ground truth labels the rounds)")
+            source = OracleLabels.from_bag(bag, fit)
+        return TrackerSpec(checkpoint=self.checkpoint, device=self.device, fit=fit,
+                           tracking={**self.tracking, "use_depth_scale": False}, adaptation=adaptation,
+                           label_transform=self.label_corruption(corruption), label_source=source)
 
     def loss_config(self, variant: str) -> LossConfig | None:
         """The loss a variant's worker optimises, resolved as the worker resolves it (its defaults + overrides)."""
@@ -136,7 +156,7 @@ def _cell_key(preset: str, corruption: float, seed: int, variant: str) -> str:
 
 def run_cell(cfg: StudyConfig, bag: Path, corruption: float, variant: str) -> dict[str, Any]:
     """One cell: fresh model, tracker (+ worker unless 'no adaptation'), harness metrics and round history."""
-    tracker = build_tracker(cfg.tracker_spec(variant, corruption))
+    tracker = build_tracker(cfg.tracker_spec(variant, corruption, bag))
     net, worker = tracker.engine.net, tracker.adaptation
     t0 = time.perf_counter()
     run = run_frames(read_frames(bag), tracker, RunConfig(max_frames=0, mode="online", progress_every=0,
@@ -154,6 +174,7 @@ def run_cell(cfg: StudyConfig, bag: Path, corruption: float, variant: str) -> di
         "epe": tr.get("epe"), "apd": tr.get("apd"), "epe_dynamic": tr.get("epe_dynamic"),
         "apd_dynamic": tr.get("apd_dynamic"), "abs_rel": m.get("depth", {}).get("abs_rel"),
         "delta_1_25": m.get("depth", {}).get("delta_1_25"), "ate": m.get("camera", {}).get("ate"),
+        "labels": cfg.labels if worker else None,  # no adaptation reads no labels
         "rounds": worker.rounds if worker else 0, "accepted": worker.accepted if worker else 0,
         "rolled_back": worker.rolled_back if worker else 0, "diverged": diverged, "history": hist,
         "tracks_moving_until": int(moved[-1]) + 1 if len(moved) else 0,
@@ -174,6 +195,12 @@ def _sigma2_probe(net: St4RTrackNet, bag: Path, device: str) -> dict[str, float]
             "sigma2_recon": float(sigma2_from_conf(out.recon_conf).mean())}
 
 
+def _reusable(cfg: StudyConfig, cell: dict[str, Any]) -> bool:
+    """Whether a stored cell answers for ``cfg``: no adaptation reads no labels; an adapted cell must have been
+    labelled as ``cfg.labels`` says (cells stored before the switch existed used KLT)."""
+    return cfg.variants[cell["variant"]] is None or cell.get("labels", "klt") == cfg.labels
+
+
 def run_study(cfg: StudyConfig, out: Path, log: Any = sys.stderr) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.jsonl"
@@ -188,7 +215,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Any = sys.stderr) -> list[dict[s
     with results_path.open("a") as f:
         for n, (preset, corr, seed, variant) in enumerate(cells, 1):
             key = _cell_key(preset, corr, seed, variant)
-            if key in done:
+            if key in done and _reusable(cfg, done[key]):
                 continue
             bag = out / "bags" / f"{preset}_{seed}_{cfg.frames}_{w}x{h}"
             if not (bag / "metadata.yaml").exists():
@@ -238,6 +265,25 @@ def _paired(results: list[dict[str, Any]], variant: str, ref: str, key: str) -> 
             if v == ref and val is not None and by.get((p, c, s, variant)) is not None]
 
 
+def _per_condition(cfg: StudyConfig, results: list[dict[str, Any]], variants: list[str]) -> list[str]:
+    """Markdown lines: the paired differences to no adaptation (and to the first adapted variant) per preset and
+    corruption level, pairs over seeds, mean ± sd [95 % t-interval]."""
+    ref_none, ref_van = variants[0], variants[1]
+    lines = ["", f"Per preset and corruption: each variant against no adaptation and against {ref_van} (paired over "
+             "seeds, mean ± sd [95 % t-interval of the mean]; wins = seeds where the variant is lower):", "",
+             f"| preset | corruption | variant | ΔEPE vs no adaptation | wins | ΔAbsRel | ΔATE | ΔEPE vs {ref_van} | "
+             "wins |", "|---|---|---|---|---|---|---|---|---|"]
+    for preset, corr in itertools.product(cfg.presets, cfg.corruption):
+        rs = [r for r in results if r["preset"] == preset and r["corruption"] == corr]
+        for v in variants[1:]:
+            d, dv = _paired(rs, v, ref_none, "epe"), _paired(rs, v, ref_van, "epe")
+            van = (_spread(dv), f"{sum(x < 0 for x in dv)}/{len(dv)}") if v != ref_van else ("–", "–")
+            lines.append(f"| {preset} | {corr:.0%} | {v} | {_spread(d)} | {sum(x < 0 for x in d)}/{len(d)} | "
+                         f"{_spread(_paired(rs, v, ref_none, 'abs_rel'))} | {_spread(_paired(rs, v, ref_none, 'ate'))}"
+                         f" | {van[0]} | {van[1]} |")
+    return lines
+
+
 def write_summary(cfg: StudyConfig, results: list[dict[str, Any]], out: Path) -> Path:
     import matplotlib
 
@@ -248,7 +294,7 @@ def write_summary(cfg: StudyConfig, results: list[dict[str, Any]], out: Path) ->
     lines = ["# St4RTrack vs St4RTrack+ study", "",
              f"presets {cfg.presets}, corruption {cfg.corruption} (depth noise {cfg.depth_noise}, holes "
              f"{cfg.depth_holes} when > 0), seeds {cfg.seeds}, {cfg.frames} frames at {cfg.size[0]}×{cfg.size[1]}, "
-             f"adaptation {cfg.adaptation}, validation gate {'on' if cfg.gate else 'off'}", "",
+             f"adaptation {cfg.adaptation}, validation gate {'on' if cfg.gate else 'off'}, labels {cfg.labels}", "",
              "Tracking EPE (m, median-scale aligned; mean ± sd over seeds):", "",
              "| preset | corruption | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
     for preset, corr in itertools.product(cfg.presets, cfg.corruption):
@@ -291,28 +337,33 @@ def write_summary(cfg: StudyConfig, results: list[dict[str, Any]], out: Path) ->
                 if key == "epe":
                     cols.append(f"{sum(x == 0 for x in d)}/{len(d)}")
             lines.append(f"| {v} | {n} | {sw} | " + " | ".join(cols) + " |")
-        lines += ["", "Each variant against no adaptation (same pairing; same = bit-identical EPE), rounds, the "
-                  "worst round (held-out loss after / before), largest relative weight drift, and mean σ² of "
-                  "head 1 / head 2 on the pair (first, last frame) after the run:", "",
-                  "| variant | ΔEPE vs no adaptation | wins | same | ΔAbsRel | accepted / rounds | worst round | "
-                  "drift | σ² head 1 | σ² head 2 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    if len(variants) > 1 and cfg.variants[ref_none] is None:
+        lines += ["", "Each variant against no adaptation (same pairing, mean ± sd [95 % t-interval of the mean]; "
+                  "same = bit-identical EPE), rounds, the worst round (held-out loss after / before), largest "
+                  "relative weight drift, and mean σ² of head 1 / head 2 on the pair (first, last frame) after the "
+                  "run:", "",
+                  "| variant | ΔEPE vs no adaptation | wins | same | ΔAbsRel | ΔATE | accepted / rounds | "
+                  "worst round | drift | σ² head 1 | σ² head 2 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for v in variants[1:]:
             rs = [r for r in results if r["variant"] == v]
             d, da = _paired(results, v, ref_none, "epe"), _paired(results, v, ref_none, "abs_rel")
             ratios = [h["loss_after"] / h["loss_before"] for r in rs for h in r["history"]
                       if h["loss_before"] and math.isfinite(h["loss_before"]) and math.isfinite(h["loss_after"])]
             lines.append(f"| {v} | {_spread(d)} | {sum(x < 0 for x in d)}/{len(d)} | {sum(x == 0 for x in d)}/"
-                         f"{len(d)} | {_spread(da)} | {sum(r['accepted'] for r in rs)} / "
+                         f"{len(d)} | {_spread(da)} | {_spread(_paired(results, v, ref_none, 'ate'))} | "
+                         f"{sum(r['accepted'] for r in rs)} / "
                          f"{sum(r['rounds'] for r in rs)} | {max(ratios, default=math.nan):.2f}× | "
                          f"{max((r.get('drift', math.nan) for r in rs), default=math.nan):.2e} | "
                          f"{_ms([r.get('sigma2_track') for r in rs])} | {_ms([r.get('sigma2_recon') for r in rs])} |")
         base = [r for r in results if r["variant"] == ref_none]
-        lines.append(f"| {ref_none} | – | – | – | – | – | – | – | {_ms([r.get('sigma2_track') for r in base])} | "
+        lines.append(f"| {ref_none} | – | – | – | – | – | – | – | – | {_ms([r.get('sigma2_track') for r in base])} | "
                      f"{_ms([r.get('sigma2_recon') for r in base])} |")
-        live = [r["tracks_moving_until"] for r in results if "tracks_moving_until" in r]
-        if live:
-            lines += ["", f"Scored tracks move until frame {min(live)}–{max(live)} of {cfg.frames - 1} (a track ends "
-                      "at re-anchoring; a round after that frame cannot change EPE)."]
+        if len(cfg.presets) * len(cfg.corruption) > 1:
+            lines += _per_condition(cfg, results, variants)
+    live = [r["tracks_moving_until"] for r in results if "tracks_moving_until" in r]
+    if live:
+        lines += ["", f"Scored tracks move until frame {min(live)}–{max(live)} of {cfg.frames - 1} (a track ends "
+                  "at re-anchoring; a round after that frame cannot change EPE)."]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for i, v in enumerate(variants):  # one colour per variant in every panel
         ys = [statistics.mean([r["epe"] for r in results if r["variant"] == v and r["corruption"] == c

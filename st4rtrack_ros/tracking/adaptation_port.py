@@ -27,6 +27,9 @@ class WindowSnapshot:
     # consecutive frames, a few pixels apart, then the labels are read at the snapshot's frames. None: KLT runs on rgb.
     chain_rgb: Sequence[np.ndarray] | None = None  # (G × (H, W, 3)); a list from the tracker: no copy on its thread
     chain_index: np.ndarray | None = None  # (F,) int, chain_index[0] == 0
+    # The F frames' stamps (ns), as the tracker received them: which recorded frames the snapshot holds (an offline
+    # label source looks its ground truth up by them). None: not known.
+    stamps_ns: np.ndarray | None = None  # (F,) int64
 
 
 class Adapter(Protocol):

@@ -249,7 +249,7 @@ class OnlineTracker:
         depth = None
         if frame.depth is not None and self._mapping is not None:
             depth = fit_depth(frame.depth, self._mapping)
-        return x[0].detach().cpu(), rgb, depth
+        return x[0].detach().cpu(), rgb, depth, frame.stamp_ns
 
     def _offer_adaptation(self, x: torch.Tensor, rgb: np.ndarray, frame: FrameInput) -> None:
         """Keep this window's frames; every N frames hand the worker a snapshot (it may refuse: never wait)."""
@@ -279,7 +279,8 @@ class OnlineTracker:
             first = len(chain) - len(items)
             chain_index = np.array([0, *(first + i for i in pick)])
         ad.submit(WindowSnapshot(images=torch.stack([c[0] for c in chosen]), rgb=np.stack([c[1] for c in chosen]),
-                                 k=self._k.detach().cpu(), depth=depth, chain_rgb=chain, chain_index=chain_index))
+                                 k=self._k.detach().cpu(), depth=depth, chain_rgb=chain, chain_index=chain_index,
+                                 stamps_ns=np.array([c[3] for c in chosen], dtype=np.int64)))
 
     def _anchor_snapshot(self, x: torch.Tensor, rgb: np.ndarray, frame: FrameInput) -> None:
         """Start the adaptation bookkeeping of a new window: its anchor, no recent frames yet."""

@@ -226,6 +226,10 @@ def test_tracker_offers_snapshots_and_inference_runs_during_a_round(frames):
         assert snap.chain_rgb is not None and snap.chain_index is not None and snap.chain_index[0] == 0
         assert len(snap.chain_rgb) == int(snap.chain_index[-1]) + 1 and np.all(np.diff(snap.chain_index) > 0)
         assert np.array_equal(np.stack(snap.chain_rgb)[snap.chain_index], snap.rgb)
+        # the stamps say which frames the snapshot holds (the anchor first): an offline label source reads them
+        by_stamp = {f.stamp_ns: f for f in frames}
+        assert snap.stamps_ns is not None and snap.stamps_ns[0] == frames[0].stamp_ns
+        assert all(np.array_equal(by_stamp[int(t)].rgb, im) for t, im in zip(snap.stamps_ns, snap.rgb, strict=True))
         deadline = time.time() + 30
         while w.status()["busy"] and time.time() < deadline:
             time.sleep(0.05)
@@ -319,3 +323,44 @@ def test_labels_pass_through_the_hook_and_are_untouched_without_one(frames):
     assert seen == [(uv.shape, snap.depth[:3].shape, snap.rgb.shape[1:3], hooked._gen)]
     assert np.allclose(out.tracks_uv.numpy(), labels.tracks_uv.numpy() + 1.0)
     assert np.allclose(out.mono_depth.numpy(), 2.0 * snap.depth[:3])
+
+
+def test_a_label_source_replaces_klt_and_the_transform_applies_after_it(frames):
+    """With a label source the round trains on its labels (no KLT), the label transform sees the source's labels,
+    and the worker's status names the source; without one it is KLT (test above). Snapshot stamps follow a window
+    that is cut down."""
+    snap = _snapshot(frames)
+    snap.stamps_ns = np.array([frames[i].stamp_ns for i in (0, 2, 4, 6, 8, 10)])
+    calls = []
+
+    class Source:
+        name = "stub source"
+
+        def __call__(self, s, fr):
+            calls.append((s, list(fr)))
+            query = np.array([[10.0, 20.0], [30.0, 40.0]])
+            uv = (query[None] + np.arange(len(fr))[:, None, None]).astype(np.float32)
+            vis = np.ones((len(fr), 2), bool)
+            vis[-1, 1] = False
+            return query, uv, vis, np.full((len(fr), *s.rgb.shape[1:3]), 2.0, np.float32)
+
+    seen = []
+
+    def hook(uv, depth, hw, generator):
+        seen.append(uv.copy())
+        return uv + 0.5, depth
+
+    cfg = AdaptationConfig(enabled=True, steps=1, duty_cycle=1.0)
+    assert "KLT" in AdaptationWorker(_net(), cfg).status()["pseudo_labels"]
+    w = AdaptationWorker(_net(), cfg, label_source=Source(), label_transform=hook)
+    assert w.status()["pseudo_labels"] == "tracks and depth: stub source"
+    labels = w._labels(snap, [0, 2, 3])
+    assert calls == [(snap, [0, 2, 3])]
+    assert np.array_equal(labels.query_uv.numpy(), [[10.0, 20.0], [30.0, 40.0]])
+    assert np.array_equal(seen[0][2], [[12.0, 22.0], [32.0, 42.0]])  # the transform got the source's tracks
+    assert np.array_equal(labels.tracks_uv.numpy(), seen[0] + 0.5)
+    assert labels.track_vis.numpy().sum() == 5 and float(labels.mono_depth.mean()) == 2.0
+    assert np.isfinite(w.run_round(snap).loss_before)
+    w.window_frames = 4
+    small = w._fit_window(snap)
+    assert np.array_equal(small.stamps_ns, snap.stamps_ns[[0, 1, 3, 5]])
