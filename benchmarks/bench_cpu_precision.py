@@ -17,7 +17,7 @@ For each named option set in ``st4rtrack_ros.model.streaming.CPU_MODES``:
 ``--compile`` adds bf16+nhwc with the engine's ``torch.compile`` option (its first call compiles: minutes here).
 
 Needs only the repository's venv. Example (about 15 min on a quiet 2-core CPU, 30+ on a busy one):
-  nice -n 10 .venv/bin/python benchmarks/bench_cpu_precision.py --compile \
+  nice -n 10 .venv/bin/python benchmarks/bench_cpu_precision.py --compile \\
       --json results/benchmarks/bench_cpu_precision.json
 """
 

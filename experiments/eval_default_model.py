@@ -4,7 +4,7 @@ the same harness (st4rtrack-eval), and adaptation on vs off — the tables of do
 
 Held-out = scene seeds 1000+ (training uses 10000+, validation 0..n_val-1). Bags are cached under --work.
 
-  .venv/bin/python experiments/eval_default_model.py --seeds 1000 1001 1002 \
+  .venv/bin/python experiments/eval_default_model.py --seeds 1000 1001 1002 \\
       --json results/default_model/default_model_eval.json
 """
 
