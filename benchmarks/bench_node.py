@@ -15,7 +15,7 @@ online-mode :class:`~st4rtrack_ros.tracking.tracker.OnlineTracker` on the same b
 ratio = node output rate / offline tracker rate (the mean of the offline runs before and after the block of live
 runs). On a shared machine the load drifts between those runs, so each live run also reports ``ratio_to_own_step``:
 its output rate over the rate its own tracker steps allowed at that moment (TrackerStatus.step_ms, capped by the
-input rate): 1.0 = the node adds nothing to the tracker. Targets (issue #20): ratio ≥ 0.8 with every output
+input rate): 1.0 = the node adds nothing to the tracker. Targets: ratio ≥ 0.8 with every output
 subscribed and latency p95 ≤ 2 × p50.
 
   .venv/bin/python benchmarks/bench_node.py BAG --hz 10 30 --duration 90 --json results/benchmarks/bench_node_X.json

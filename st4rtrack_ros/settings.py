@@ -16,7 +16,7 @@ import yaml
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = PACKAGE_ROOT.parent / "config" / "tracker.yaml"
-# The embedded default model (issue 7 ships it); a path relative to the package.
+# The embedded default model (st4rtrack_ros/weights/README.md); a path relative to the package.
 DEFAULT_CHECKPOINT = PACKAGE_ROOT / "weights" / "default.safetensors"
 
 
