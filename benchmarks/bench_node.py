@@ -162,7 +162,7 @@ def build_costs(res: Any, map_res: Any, params: dict[str, Any], reps: int = 10) 
 
 #: py-spy sample attribution: the first category (in this order) with a frame whose function matches one pattern.
 PROFILE_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("decode (image callback)", ("image_to_rgb", "_on_image")),
+    ("decode (image callback)", ("image_to_rgb", "on_image")),
     ("status", ("_publish_status",)),
     ("diagnostics", ("_publish_diagnostics",)),
     ("publish: tracks", ("_track_array", "track_array_cdr")),
