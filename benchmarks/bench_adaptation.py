@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from st4rtrack_ros.adaptation.worker import AdaptationConfig
+from st4rtrack_ros.adaptation.config import AdaptationConfig
 from st4rtrack_ros.data.sequence import make_sequence
 from st4rtrack_ros.model.config import preset
 from st4rtrack_ros.model.network import St4RTrackNet

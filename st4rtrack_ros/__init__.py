@@ -17,7 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from st4rtrack_ros.adaptation.worker import AdaptationConfig
+    from st4rtrack_ros.adaptation.config import AdaptationConfig
     from st4rtrack_ros.pipeline import TrackerSpec, build_tracker
     from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
     from st4rtrack_ros.tracking.types import FrameInput, StepResult

@@ -27,7 +27,8 @@ import torch
 from st4rtrack_ros.settings import default_checkpoint, unflatten
 
 if TYPE_CHECKING:
-    from st4rtrack_ros.adaptation.worker import AdaptationWorker, LabelSource, LabelTransform
+    from st4rtrack_ros.adaptation.config import LabelSource, LabelTransform
+    from st4rtrack_ros.adaptation.worker import AdaptationWorker
     from st4rtrack_ros.model.streaming import EngineOptions, StreamingEngine
     from st4rtrack_ros.tracking.adaptation_port import Adapter
     from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
@@ -114,8 +115,9 @@ def build_worker(spec: TrackerSpec, net: torch.nn.Module, log: Log = _quiet) -> 
     """The adaptation worker of ``spec.adaptation`` on ``net`` (None without one), its saved weights resumed when
     configured; not started. Build it before any engine runs ``net``: the worker keeps the base weights as they are
     now (an engine with ``bf16_weights`` casts them in place)."""
+    from st4rtrack_ros.adaptation.config import AdaptationConfig
     from st4rtrack_ros.adaptation.persistence import AdaptedCheckpointError
-    from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker
+    from st4rtrack_ros.adaptation.worker import AdaptationWorker
 
     if spec.adaptation is None:
         return None

@@ -41,7 +41,7 @@ def test_variants_go_through_the_front_door() -> None:
     """Explicit engine options, a shared network and worker, a tracker subclass (or a partial of one)."""
     import functools
 
-    from st4rtrack_ros.adaptation.worker import AdaptationConfig
+    from st4rtrack_ros.adaptation.config import AdaptationConfig
     from st4rtrack_ros.model.streaming import EngineOptions
     from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
 

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from st4rtrack_ros.adaptation.worker import AdaptationConfig
+from st4rtrack_ros.adaptation.config import AdaptationConfig
 from st4rtrack_ros.model.checkpoint import CheckpointError, save_checkpoint
 from st4rtrack_ros.model.streaming import EngineOptions
 from st4rtrack_ros.pipeline import TrackerSpec, build_worker, load_network

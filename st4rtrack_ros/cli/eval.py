@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from st4rtrack_ros.adaptation.worker import AdaptationConfig
+from st4rtrack_ros.adaptation.config import AdaptationConfig
 from st4rtrack_ros.data.bag_format import Topics
 from st4rtrack_ros.data.bag_io import BenchmarkBagReader
 from st4rtrack_ros.evaluation.report import compute_metrics, write_report

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 import yaml
 
+from st4rtrack_ros.adaptation.config import AdaptationConfig
 from st4rtrack_ros.adaptation.losses import LossConfig
-from st4rtrack_ros.adaptation.worker import AdaptationConfig
 from st4rtrack_ros.data.bag_io import read_frames, write_sequence
 from st4rtrack_ros.data.sequence import make_sequence
 from st4rtrack_ros.evaluation.label_corruption import LabelCorruption

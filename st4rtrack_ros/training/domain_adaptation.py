@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
-from st4rtrack_ros.adaptation.worker import AdaptationWorker, WindowSnapshot
+from st4rtrack_ros.adaptation.worker import AdaptationWorker
 from st4rtrack_ros.data.bag_io import BenchmarkBagReader
 from st4rtrack_ros.pipeline import TrackerSpec, build_tracker
+from st4rtrack_ros.tracking.adaptation_port import WindowSnapshot
 from st4rtrack_ros.tracking.types import FrameInput
 
 

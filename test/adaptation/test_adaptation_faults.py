@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker, WindowSnapshot, trainable_names
+from st4rtrack_ros.adaptation.config import AdaptationConfig
+from st4rtrack_ros.adaptation.worker import AdaptationWorker, trainable_names
 from st4rtrack_ros.data.sequence import make_sequence
 from st4rtrack_ros.model.config import preset
 from st4rtrack_ros.model.network import St4RTrackNet
 from st4rtrack_ros.model.preprocess import to_tensor
 from st4rtrack_ros.model.streaming import StreamingEngine
+from st4rtrack_ros.tracking.adaptation_port import WindowSnapshot
 from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
 from st4rtrack_ros.tracking.types import FrameInput
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from st4rtrack_ros.adaptation.config import AdaptationConfig
 from st4rtrack_ros.adaptation.persistence import AdaptedCheckpointError, load_adapted, weights_fingerprint
-from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker, trainable_names
+from st4rtrack_ros.adaptation.worker import AdaptationWorker, trainable_names
 from st4rtrack_ros.model.config import preset
 from st4rtrack_ros.model.network import St4RTrackNet
 

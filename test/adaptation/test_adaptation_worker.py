@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from st4rtrack_ros.adaptation import worker as worker_mod
+from st4rtrack_ros.adaptation.config import AdaptationConfig
 from st4rtrack_ros.adaptation.pseudo_labels import KLTConfig, klt_tracks
-from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker, WindowSnapshot, trainable_names
+from st4rtrack_ros.adaptation.worker import AdaptationWorker, trainable_names
 from st4rtrack_ros.data.sequence import make_sequence
 from st4rtrack_ros.model.config import preset
-from st4rtrack_ros.model.network import St4RTrackNet
+from st4rtrack_ros.model.network import PARAM_SETS, St4RTrackNet
 from st4rtrack_ros.model.preprocess import to_tensor
 from st4rtrack_ros.model.streaming import StreamingEngine
+from st4rtrack_ros.tracking.adaptation_port import WindowSnapshot
 from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig
 from st4rtrack_ros.tracking.types import FrameInput
 
@@ -247,7 +248,7 @@ def test_config_rejects_bad_values():
         AdaptationConfig.from_dict({"stepz": 3})
     with pytest.raises(KeyError):
         AdaptationConfig(loss={"w_trajectory": 1.0})
-    assert "heads" in worker_mod.PARAM_SETS and "track_head" in worker_mod.PARAM_SETS
+    assert "heads" in PARAM_SETS and "track_head" in PARAM_SETS
 
 
 def test_synchronous_mode_runs_the_round_in_submit(frames):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from st4rtrack_ros.adaptation.worker import RGBD_RECIPE, AdaptationConfig
+from st4rtrack_ros.adaptation.config import RGBD_RECIPE, AdaptationConfig
 from st4rtrack_ros.model.config import preset
 from st4rtrack_ros.model.network import St4RTrackNet
 from st4rtrack_ros.pipeline import TrackerSpec, build_tracker

@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
+from st4rtrack_ros.adaptation.config import AdaptationConfig
 from st4rtrack_ros.adaptation.losses import LossConfig
-from st4rtrack_ros.adaptation.worker import AdaptationConfig
 from st4rtrack_ros.data.bag_io import write_sequence
 from st4rtrack_ros.data.sequence import make_sequence
 from st4rtrack_ros.evaluation.study import StudyConfig, run_cell

@@ -22,7 +22,8 @@ pytest.importorskip("st4rtrack_ros.msg", reason="the messages are not built (scr
 from builtin_interfaces.msg import Time  # noqa: E402
 from ros_test_helpers import shut_down_after  # noqa: E402
 
-from st4rtrack_ros.adaptation.worker import AdaptationConfig, AdaptationWorker, WindowSnapshot  # noqa: E402
+from st4rtrack_ros.adaptation.config import AdaptationConfig  # noqa: E402
+from st4rtrack_ros.adaptation.worker import AdaptationWorker  # noqa: E402
 from st4rtrack_ros.data.sequence import make_sequence  # noqa: E402
 from st4rtrack_ros.model.config import preset  # noqa: E402
 from st4rtrack_ros.model.network import St4RTrackNet  # noqa: E402
@@ -32,6 +33,7 @@ from st4rtrack_ros.ros.conversions import stamp_from_ns  # noqa: E402
 from st4rtrack_ros.ros.env import domain_id_for  # noqa: E402
 from st4rtrack_ros.ros.frame_pipeline import Frame as _Frame  # noqa: E402
 from st4rtrack_ros.ros.node import TrackerNode  # noqa: E402
+from st4rtrack_ros.tracking.adaptation_port import WindowSnapshot  # noqa: E402
 from st4rtrack_ros.tracking.tracker import OnlineTracker, TrackerConfig  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:module 'sre_:DeprecationWarning")

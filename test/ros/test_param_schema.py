@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from st4rtrack_ros.adaptation.config import AdaptationConfig
 from st4rtrack_ros.adaptation.losses import LossConfig
-from st4rtrack_ros.adaptation.worker import AdaptationConfig
 from st4rtrack_ros.ros import params as P
 from st4rtrack_ros.tracking.tracker import TrackerConfig
 
