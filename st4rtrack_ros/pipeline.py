@@ -55,10 +55,10 @@ class TrackerSpec:
     # Explicit engine options (None: ``cpu_mode`` on a CPU, else the fastest exact options for the device). For a
     # caller that must keep the network's weights in fp32 (domain adaptation trains the very network it runs).
     engine: EngineOptions | None = None
-    # A hook on the adaptation worker's pseudo-labels (adaptation.worker.LabelTransform; None: the labels as made).
+    # A hook on the adaptation worker's pseudo-labels (adaptation.config.LabelTransform; None: the labels as made).
     # Not a parameter: the robustness study's deliberate corruption (evaluation.label_corruption) comes in here.
     label_transform: LabelTransform | None = None
-    # Where the worker's labels come from instead of KLT and the depth image (adaptation.worker.LabelSource; None:
+    # Where the worker's labels come from instead of KLT and the depth image (adaptation.config.LabelSource; None:
     # KLT). Not a parameter: the study's oracle-label upper bound (evaluation.oracle_labels) comes in here.
     label_source: LabelSource | None = None
     # The camera comes with an aligned depth image (the node's ``ros.depth_topic``): adaptation then runs the RGB-D

@@ -1,6 +1,6 @@
 """Ground-truth labels for the adaptation worker: the oracle-label upper bound of the study (``labels: oracle``).
 
-:class:`OracleLabels` is an adaptation-worker label source (``adaptation.worker.LabelSource``) that answers each
+:class:`OracleLabels` is an adaptation-worker label source (``adaptation.config.LabelSource``) that answers each
 round with the recorded ground truth of the bag the tracker is streaming instead of KLT tracks and the depth image:
 the queries are ground-truth track points visible in the snapshot's anchor (projected into the model image, as the
 evaluation harness picks its queries), their 2D tracks are their true projections in every snapshot frame (also
