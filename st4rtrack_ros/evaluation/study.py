@@ -39,6 +39,7 @@ from st4rtrack_ros.data.bag_io import read_frames, write_sequence
 from st4rtrack_ros.data.sequence import make_sequence
 from st4rtrack_ros.evaluation.label_corruption import LabelCorruption
 from st4rtrack_ros.evaluation.oracle_labels import OracleLabels
+from st4rtrack_ros.evaluation.real_benchmark import default_real_dir
 from st4rtrack_ros.evaluation.report import compute_metrics
 from st4rtrack_ros.evaluation.runner import RunConfig, run_frames
 from st4rtrack_ros.model.network import St4RTrackNet
@@ -85,6 +86,24 @@ class StudyConfig:
     # "klt": the worker's own pseudo-labels (KLT 2D tracks, the bag's depth images as the robot's depth); "oracle":
     # the bag's ground truth (evaluation.oracle_labels), the upper bound. The corruption applies to either.
     labels: str = "klt"
+    # Real bags (folder names under $ST4R_REAL_DATA or ../shared/data/real, or paths): one cell per corruption level
+    # and variant (seed 0), on the first ``frames`` frames; scored where the bag has ground truth, and otherwise
+    # reported by what needs none (rounds, held-out losses, drift).
+    real_bags: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def sources(self) -> list[str]:
+        """The presets, then the real bags by folder name: the rows of the summary."""
+        return [*self.presets, *(Path(b).name for b in self.real_bags)]
+
+    def cells(self) -> list[tuple[str, float, int, str, Path | None]]:
+        """(source, corruption, seed, variant, real bag path or None for a synthetic preset) of every cell."""
+        synthetic = [(p, c, s, v, None) for p, c, s, v in
+                     itertools.product(self.presets, self.corruption, self.seeds, self.variants)]
+        root = default_real_dir()
+        real = [(Path(b).name, c, 0, v, Path(b) if Path(b).is_absolute() or Path(b).exists() else root / b)
+                for b, c, v in itertools.product(self.real_bags, self.corruption, self.variants)]
+        return synthetic + real
 
     def __post_init__(self) -> None:
         if self.labels not in LABELS:
@@ -159,7 +178,7 @@ def run_cell(cfg: StudyConfig, bag: Path, corruption: float, variant: str) -> di
     tracker = build_tracker(cfg.tracker_spec(variant, corruption, bag))
     net, worker = tracker.engine.net, tracker.adaptation
     t0 = time.perf_counter()
-    run = run_frames(read_frames(bag), tracker, RunConfig(max_frames=0, mode="online", progress_every=0,
+    run = run_frames(read_frames(bag), tracker, RunConfig(max_frames=cfg.frames, mode="online", progress_every=0,
                                                           depth_to_tracker=True))
     m = compute_metrics(run)
     hist = [dataclasses.asdict(r) for r in worker.history] if worker else []
@@ -178,16 +197,16 @@ def run_cell(cfg: StudyConfig, bag: Path, corruption: float, variant: str) -> di
         "rounds": worker.rounds if worker else 0, "accepted": worker.accepted if worker else 0,
         "rolled_back": worker.rolled_back if worker else 0, "diverged": diverged, "history": hist,
         "tracks_moving_until": int(moved[-1]) + 1 if len(moved) else 0,
-        "drift": worker.max_relative_drift() if worker else 0.0, **_sigma2_probe(net, bag, cfg.device),
+        "drift": worker.max_relative_drift() if worker else 0.0, **_sigma2_probe(net, bag, cfg.device, cfg.frames),
         "seconds": time.perf_counter() - t0,
     }
 
 
 @torch.no_grad()
-def _sigma2_probe(net: St4RTrackNet, bag: Path, device: str) -> dict[str, float]:
-    """Mean σ² (``sigma2_from_conf``) of both heads on the pair (first frame, last frame) after the run: where a
-    learned σ² went (the no-adaptation cell of the same bag gives the base weights' value)."""
-    frames = list(read_frames(bag))
+def _sigma2_probe(net: St4RTrackNet, bag: Path, device: str, max_frames: int) -> dict[str, float]:
+    """Mean σ² (``sigma2_from_conf``) of both heads on the pair (first frame, last frame of the run) after the run:
+    where a learned σ² went (the no-adaptation cell of the same bag gives the base weights' value)."""
+    frames = list(itertools.islice(read_frames(bag), max_frames or None))
     wh = tuple(net.config.img_size)
     x = torch.stack([preprocess(f.image, wh)[0] for f in (frames[0], frames[-1])]).to(device)
     out = net(x[:1], x[1:])
@@ -209,15 +228,17 @@ def run_study(cfg: StudyConfig, out: Path, log: Any = sys.stderr) -> list[dict[s
         for line in results_path.read_text().splitlines():
             r = json.loads(line)
             done[r["key"]] = r
-    cells = list(itertools.product(cfg.presets, cfg.corruption, cfg.seeds, cfg.variants))
+    cells = cfg.cells()
     w, h = cfg.size
     t0 = time.perf_counter()
     with results_path.open("a") as f:
-        for n, (preset, corr, seed, variant) in enumerate(cells, 1):
+        for n, (preset, corr, seed, variant, real) in enumerate(cells, 1):
             key = _cell_key(preset, corr, seed, variant)
             if key in done and _reusable(cfg, done[key]):
                 continue
-            bag = out / "bags" / f"{preset}_{seed}_{cfg.frames}_{w}x{h}"
+            bag = real or out / "bags" / f"{preset}_{seed}_{cfg.frames}_{w}x{h}"
+            if real is not None and not (real / "metadata.yaml").exists():
+                raise FileNotFoundError(f"real bag not found: {real} (set $ST4R_REAL_DATA)")
             if not (bag / "metadata.yaml").exists():
                 write_sequence(make_sequence(preset, cfg.frames, seed, width=w, height=h), bag)
             same = next((done[k] for k in (_cell_key(preset, c, seed, variant) for c in cfg.corruption)
@@ -232,7 +253,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Any = sys.stderr) -> list[dict[s
             elapsed = time.perf_counter() - t0
             print(f"[study] {n}/{len(cells)} {key}: EPE {r['epe']}, rounds {r['accepted']}/{r['rounds']} accepted "
                   f"({elapsed:.0f} s)", file=log, flush=True)
-    results = [done[_cell_key(*c)] for c in cells]
+    results = [done[_cell_key(*c[:4])] for c in cells]
     write_summary(cfg, results, out)
     return results
 
@@ -273,7 +294,7 @@ def _per_condition(cfg: StudyConfig, results: list[dict[str, Any]], variants: li
              "seeds, mean ± sd [95 % t-interval of the mean]; wins = seeds where the variant is lower):", "",
              f"| preset | corruption | variant | ΔEPE vs no adaptation | wins | ΔAbsRel | ΔATE | ΔEPE vs {ref_van} | "
              "wins |", "|---|---|---|---|---|---|---|---|---|"]
-    for preset, corr in itertools.product(cfg.presets, cfg.corruption):
+    for preset, corr in itertools.product(cfg.sources, cfg.corruption):
         rs = [r for r in results if r["preset"] == preset and r["corruption"] == corr]
         for v in variants[1:]:
             d, dv = _paired(rs, v, ref_none, "epe"), _paired(rs, v, ref_van, "epe")
@@ -291,13 +312,14 @@ def write_summary(cfg: StudyConfig, results: list[dict[str, Any]], out: Path) ->
     import matplotlib.pyplot as plt
 
     variants = list(cfg.variants)
+    real = f", real bags {[Path(b).name for b in cfg.real_bags]} (seed 0)" if cfg.real_bags else ""
     lines = ["# St4RTrack vs St4RTrack+ study", "",
-             f"presets {cfg.presets}, corruption {cfg.corruption} (depth noise {cfg.depth_noise}, holes "
+             f"presets {cfg.presets}{real}, corruption {cfg.corruption} (depth noise {cfg.depth_noise}, holes "
              f"{cfg.depth_holes} when > 0), seeds {cfg.seeds}, {cfg.frames} frames at {cfg.size[0]}×{cfg.size[1]}, "
              f"adaptation {cfg.adaptation}, validation gate {'on' if cfg.gate else 'off'}, labels {cfg.labels}", "",
              "Tracking EPE (m, median-scale aligned; mean ± sd over seeds):", "",
              "| preset | corruption | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
-    for preset, corr in itertools.product(cfg.presets, cfg.corruption):
+    for preset, corr in itertools.product(cfg.sources, cfg.corruption):
         cells = [_ms([r["epe"] for r in results if r["preset"] == preset and r["corruption"] == corr
                       and r["variant"] == v]) for v in variants]
         lines.append(f"| {preset} | {corr:.0%} | " + " | ".join(cells) + " |")
@@ -358,7 +380,7 @@ def write_summary(cfg: StudyConfig, results: list[dict[str, Any]], out: Path) ->
         base = [r for r in results if r["variant"] == ref_none]
         lines.append(f"| {ref_none} | – | – | – | – | – | – | – | – | {_ms([r.get('sigma2_track') for r in base])} | "
                      f"{_ms([r.get('sigma2_recon') for r in base])} |")
-        if len(cfg.presets) * len(cfg.corruption) > 1:
+        if len(cfg.sources) * len(cfg.corruption) > 1:
             lines += _per_condition(cfg, results, variants)
     live = [r["tracks_moving_until"] for r in results if "tracks_moving_until" in r]
     if live:
@@ -370,8 +392,8 @@ def write_summary(cfg: StudyConfig, results: list[dict[str, Any]], out: Path) ->
                                and r["epe"] is not None] or [math.nan]) for c in cfg.corruption]
         axes[0].plot([100 * c for c in cfg.corruption], ys, "o-", color=f"C{i}", label=v)
         ps = [statistics.mean([r["epe"] for r in results if r["variant"] == v and r["preset"] == p
-                               and r["epe"] is not None] or [math.nan]) for p in cfg.presets]
-        axes[1].plot(cfg.presets, ps, "o-", color=f"C{i}", label=v)
+                               and r["epe"] is not None] or [math.nan]) for p in cfg.sources]
+        axes[1].plot(cfg.sources, ps, "o-", color=f"C{i}", label=v)
         hist = [h for r in results if r["variant"] == v for h in r["history"]]
         if hist:
             axes[2].plot([h["loss_after"] / h["loss_before"] if h["loss_before"] else math.nan for h in hist], ".",
