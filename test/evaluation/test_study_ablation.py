@@ -68,6 +68,9 @@ def test_gate_off_config_differs_only_by_the_gate_and_the_study_refuses_two_swit
     full = yaml.safe_load(CONFIG.with_name("study_ablation_nogate_fullsteps.yaml").read_text())
     assert full.pop("gate") is False and full["adaptation"].pop("max_round_s") >= 1e6  # a float: YAML needs 1.0e+9
     assert full == open_
+    gated_full = yaml.safe_load(CONFIG.with_name("study_ablation_fullsteps.yaml").read_text())
+    assert gated_full.pop("gate") is True and gated_full["adaptation"].pop("max_round_s") >= 1e6
+    assert gated_full == open_  # the gate-on table with every step: differs from the primary only by the gate
     bad = yaml.safe_load(CONFIG.read_text())
     bad["variants"]["+ mask"] = {**bad["variants"]["+ mask"], "mask_floor": 0.0}  # a second switch
     with pytest.raises(ValueError, match="exactly one switch"):
