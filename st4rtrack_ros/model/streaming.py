@@ -200,11 +200,12 @@ class StreamingEngine:
         so the outputs are unchanged). Not under CUDA graphs, whose outputs live in buffers the next replay reuses."""
         last = self._last_encoded
         version = self._weights_version()
-        if last is not None and last[0] is frames and last[1] == frames._version and last[2] == version:
+        frame_version = _version_of(frames)
+        if last is not None and last[0] is frames and last[1] == frame_version and last[2] == version:
             return last[3]
         tokens = self._encode(frames)
         if not (self.options.cuda_graph and self.device.type == "cuda"):
-            self._last_encoded = (frames, frames._version, version, tokens)
+            self._last_encoded = (frames, frame_version, version, tokens)
         return tokens
 
     # -- state ---------------------------------------------------------------------------------------------------
@@ -282,6 +283,12 @@ class StreamingEngine:
                     return self._with_compile_fallback(lambda: self._step_eager(frames))
             return graph.run(frames)
         return self._with_compile_fallback(lambda: self._step_eager(frames))
+
+
+def _version_of(t: torch.Tensor) -> int:
+    """``t``'s in-place write counter; -1 for an inference-mode tensor, which has none (it can be written in place
+    only inside inference mode, which the tracker never does to a frame it has stepped)."""
+    return -1 if t.is_inference() else t._version
 
 
 def _fp32_output(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:

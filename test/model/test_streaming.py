@@ -82,6 +82,12 @@ def test_reanchoring_on_the_stepped_frame_encodes_it_once(net, monkeypatch):
         next(net.parameters()).add_(0.0)  # any in-place write to the weights (adaptation's copy_)
     engine.step(f)
     assert len(calls) == 4
+    with torch.inference_mode():  # frames made under inference mode (the node's tracker) have no write counter
+        g = _images(1, 13)
+        engine.step(g)
+        engine.set_anchor(g)
+        engine.step(g)
+    assert len(calls) == 5
 
 
 def test_step_needs_an_anchor_and_matching_size(net):
