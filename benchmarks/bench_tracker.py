@@ -8,7 +8,7 @@ re-anchor frames and the frames just before them (a jump would show as a step up
 ``--engine oracle`` (default) answers with exact pointmaps, isolating the tracker's own drift and memory;
 ``--engine model --checkpoint PATH`` runs a network (scale-free: errors after a Sim(3) fit of the trajectory).
 
-  .venv/bin/python benchmarks/bench_tracker.py --frames 2000 --json docs/bench_tracker.json
+  .venv/bin/python benchmarks/bench_tracker.py --frames 2000 --json results/benchmarks/bench_tracker.json
 """
 
 from __future__ import annotations
