@@ -55,6 +55,8 @@ from st4rtrack_ros.tracking.types import MIN_SIDE, BadInput, FrameDropped, Frame
 
 log = logging.getLogger(__name__)
 CHAIN_FRAMES = 96  # frames of RGB kept for KLT pseudo-labels (model size: 96 × 256 × 160 × 3 B ≈ 12 MB)
+#: A frame kept for adaptation snapshots: model input (3, H, W), fitted RGB (H, W, 3), fitted depth or None, stamp.
+_Sample = tuple[torch.Tensor, np.ndarray, np.ndarray | None, int]
 
 
 @dataclass
@@ -131,8 +133,8 @@ class OnlineTracker:
         self._metric = False
         self._median_depth = 1.0
         # For adaptation snapshots: this window's anchor and its most recent frames (bounded).
-        self._anchor_sample: tuple | None = None
-        self._recent: deque[tuple[torch.Tensor, np.ndarray, np.ndarray | None]] = deque(maxlen=32)
+        self._anchor_sample: _Sample | None = None
+        self._recent: deque[_Sample] = deque(maxlen=32)
         # Every frame's model-size RGB since the anchor: KLT labels need consecutive frames (a few pixels apart),
         # not the snapshot's spread-out ones. Bounded; when it overflows the snapshot falls back to its own frames.
         self._chain: deque[np.ndarray] = deque(maxlen=CHAIN_FRAMES)
@@ -245,7 +247,9 @@ class OnlineTracker:
 
     # -- adaptation ------------------------------------------------------------------------------------------------
 
-    def _sample(self, x: torch.Tensor, rgb: np.ndarray, frame: FrameInput) -> tuple:
+    def _sample(self, x: torch.Tensor, rgb: np.ndarray, frame: FrameInput) -> _Sample:
+        """What a snapshot keeps of a frame: the model input (3, H, W) on the CPU, the fitted image (H, W, 3), the
+        fitted depth (H, W) or None, and the stamp (ns)."""
         depth = None
         if frame.depth is not None and self._mapping is not None:
             depth = fit_depth(frame.depth, self._mapping)
