@@ -274,9 +274,14 @@ class AdaptationWorker:
         """Where the pseudo-labels come from (a plug-in that is absent switches its source off, and says so)."""
         if self.label_source is not None:
             return f"tracks and depth: {getattr(self.label_source, 'name', type(self.label_source).__name__)}"
+        loss = self.loss_cfg
         tracks = f"tracks: {self.track_model.path.name}" if self.track_model else "tracks: KLT"
+        if loss.w_traj == 0 and loss.w_align == 0:  # the RGB-D recipe: the 2D terms are off
+            tracks += " (unused: w_traj = w_align = 0)"
         depth = (f"depth: {self.depth_model.path.name} (when no depth image)" if self.depth_model
                  else "depth: depth image only (no depth_model plug-in)")
+        if loss.depth_on_track_anchor:
+            depth += ", also on head 1's anchor pointmap"
         return f"{tracks}; {depth}"
 
     def _loop(self) -> None:

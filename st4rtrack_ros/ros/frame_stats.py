@@ -99,15 +99,6 @@ def gpu_memory(device: Any) -> str:
            f"{torch.cuda.memory_reserved(device) / mib:.0f} reserved"
 
 
-def _adaptation_labels(p: dict[str, Any]) -> str:
-    """What adaptation rounds learn from with these parameters (AdaptationConfig.with_depth_input decides)."""
-    if not p["ros.depth_topic"]:
-        return "2D tracks (KLT or adaptation.track_model)"
-    if p["adaptation.rgbd_recipe"]:
-        return "depth image (RGB-D recipe: head 1's anchor pointmap, head 1 trains)"
-    return "2D tracks and the depth image (adaptation.loss as configured)"
-
-
 def inputs_task(depth: SyncCounts, info: SyncCounts, p: dict[str, Any]) -> Task:
     """How depth and CameraInfo matched the images, and where the metric scale comes from."""
     task = Task("input sync", values={
@@ -115,8 +106,7 @@ def inputs_task(depth: SyncCounts, info: SyncCounts, p: dict[str, Any]) -> Task:
         **{f"camera_info_{k}": str(v) for k, v in vars(info).items()},
         "depth_topic": str(p["ros.depth_topic"]) or "none",
         "metric_scale_from": "depth" if p["ros.depth_topic"] and p["tracking.use_depth_scale"]
-        else "tracking.metric_scale" if p["tracking.metric_scale"] > 0 else "none (model units)",
-        "adaptation_labels": _adaptation_labels(p)})
+        else "tracking.metric_scale" if p["tracking.metric_scale"] > 0 else "none (model units)"})
     task.summary(WARN if depth.missed else OK,
                  f"{depth.missed} frames without their depth image" if depth.missed else "inputs in sync")
     return task

@@ -45,3 +45,5 @@ def test_the_node_parameters_choose_it(depth_topic: str, recipe: bool, expect: s
     assert tracker.adaptation is not None
     assert tracker.adaptation.config.params == expect
     assert tracker.adaptation.loss_cfg.depth_on_track_anchor == (expect == "track_head")
+    # /diagnostics shows the worker's own description of what it learns from
+    assert ("head 1's anchor" in tracker.adaptation.status()["pseudo_labels"]) == (expect == "track_head")
