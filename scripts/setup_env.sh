@@ -186,6 +186,11 @@ install_colcon() {
   "$VENV/bin/pip" install --disable-pip-version-check -q -r requirements/colcon.txt -c requirements/base.txt
 }
 
+# Photographs for the synthetic generator's `photo` textures: image files only (requirements/photos.txt).
+install_photos() {
+  "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps -r requirements/photos.txt
+}
+
 install_package() {
   "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 }
@@ -205,6 +210,7 @@ system_packages() {
 system_packages
 make_venv
 run_step python-deps requirements/base.txt requirements/dev.txt -- install_python_deps
+run_step photos requirements/photos.txt -- install_photos
 if [ "${ST4R_SKIP_ROS:-0}" != "1" ]; then
   check_ros_distro
   # the in-place message modules are git-ignored: a fresh work tree over a kept venv must rebuild them

@@ -6,6 +6,9 @@
 # device channel can return (files ≤ 16 MiB, ≤ 8 files): the fp16 model in ≤ 15 MiB shards, the JSON-lines log, the
 # loss curves, the configuration and the console log. Load the model here with
 #   load_checkpoint("$OUT/model.safetensors")   (any shard name works too)
+# The `photo` preset reads real photographs (st4rtrack_ros/data/photos.py). The GPU machine has no scikit-image:
+# copy its image folder into the work tree first (git-ignored out/ travels with `carry`), e.g.
+#   cp -r .venv/lib/python3.11/site-packages/skimage/data out/photos   # then run with carry: ["out/photos"]
 set -uo pipefail
 OUT=${OUT:-out/train_gpu}
 RUN_DIR=${RUN_DIR:-/tmp/st4r_train}
@@ -20,6 +23,11 @@ WORKERS=${WORKERS:-$(( $(nproc) - 2 ))}
 # then re-read (~260 pairs/s at batch 32 on the H200): more steps, fewer distinct scenes.
 POOL=${POOL:-1500}
 CACHE=${CACHE:-/tmp/st4r_cache}
+# Training mixture: the four procedural presets plus photographs with JPEG (a third of the scenes), lens distortion.
+DATA_PRESETS=${DATA_PRESETS:-easy,occlusion,fast,shift,photo,photo}
+LENS_K1=${LENS_K1:-0.15}
+export ST4R_PHOTO_DIR=${ST4R_PHOTO_DIR:-$PWD/out/photos}
+[ -d "$ST4R_PHOTO_DIR" ] || unset ST4R_PHOTO_DIR   # fall back to an installed scikit-image wheel
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PY:-python3}
@@ -29,7 +37,8 @@ resume=()
 $PY -m st4rtrack_ros.cli.train --out "$RUN_DIR" "${resume[@]}" --preset "$PRESET" --batch-size "$BATCH" \
   --pairs-per-seq "$PAIRS_PER_SEQ" --steps "$STEPS" --lr "$LR" --warmup-steps 200 --num-workers "$WORKERS" \
   --time-budget-s "$TIME_BUDGET_S" --budget-schedule --eval-every 250 --n-val-groups 32 --ckpt-every 500 \
-  --log-every 25 --export-dtype fp16 --max-shard-mib 15 --pool-groups "$POOL" --cache-dir "$CACHE" "$@" 2>&1 \
+  --log-every 25 --export-dtype fp16 --max-shard-mib 15 --pool-groups "$POOL" --cache-dir "$CACHE" \
+  --data-presets "$DATA_PRESETS" --lens-k1 "$LENS_K1" "$@" 2>&1 \
   | tee "$OUT/train.log"
 status=${PIPESTATUS[0]}
 cp "$RUN_DIR"/model*.safetensors "$RUN_DIR/log.jsonl" "$RUN_DIR/train_config.json" "$OUT"/ 2>/dev/null

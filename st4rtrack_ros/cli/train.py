@@ -58,6 +58,7 @@ _FLAGS: dict[str, tuple[str, str, Any, str]] = {
     "--data-presets": ("data", "presets", lambda s: tuple(s.split(",")),
                        "comma-separated synthetic presets (repeat one to oversample it in training)"),
     "--cache-dir": ("data", "cache_dir", str, "cache rendered sequences here (npz)"),
+    "--lens-k1": ("data", "lens_k1", float, "radial lens distortion: k1 per sequence uniform in ±this (0: pinhole)"),
     "--alpha": ("loss", "alpha", float, "confidence regulariser α in c·e − α·log c"),
     "--lambda-depth": ("loss", "lambda_depth", float, "weight of L_depth"),
     "--lambda-align": ("loss", "lambda_align", float, "weight of L_align"),

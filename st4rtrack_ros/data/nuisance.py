@@ -1,5 +1,6 @@
-"""Image-formation nuisances for domain-shift evaluation: motion blur, exposure, white balance, gamma, vignetting
-and sensor noise. Deterministic given the generator, so a (preset, seed) pair always yields the same images.
+"""Image-formation nuisances for domain-shift evaluation: motion blur, exposure, white balance, gamma, vignetting,
+sensor noise and JPEG compression, and the radial lens distortion of training pairs. Deterministic given the
+generator, so a (preset, seed) pair always yields the same images.
 """
 
 from __future__ import annotations
@@ -33,6 +34,34 @@ def motion_blur(rgb: np.ndarray, vector_px: tuple[float, float]) -> np.ndarray:
     return cv2.filter2D(rgb.astype(np.float32), -1, kernel, borderType=cv2.BORDER_REFLECT)
 
 
+def jpeg_round_trip(rgb8: np.ndarray, quality: int) -> np.ndarray:
+    """Encode and decode a uint8 RGB image as JPEG (blocking, ringing, chroma subsampling, as a camera's)."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb8, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode a JPEG")
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def radial_distortion_maps(k: np.ndarray, width: int, height: int, k1: float) -> tuple[np.ndarray, np.ndarray]:
+    """``cv2.remap`` maps (H, W) float32 that give a pinhole image one-coefficient radial distortion.
+
+    Output pixel at normalised radius r samples the pinhole image at radius r (1 + k1 r²) / (1 + k1 r_c²), r_c the
+    corner's radius: the corners stay where they are, so every output pixel samples inside the frame (no black
+    borders), and the centre is magnified (k1 > 0, barrel) or shrunk (k1 < 0, pincushion). Needs 1 + 3 k1 r_c² > 0
+    (a monotonic map). Per-pixel labels (pointmaps, masks) go through the same maps with nearest sampling, which keeps
+    them exact: a pixel's 3D point is the one its source pixel sees.
+    """
+    fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    xn, yn = (x - cx) / fx, (y - cy) / fy
+    rc2 = max(((0 - cx) / fx) ** 2, ((width - 1 - cx) / fx) ** 2) + max(((0 - cy) / fy) ** 2,
+                                                                        ((height - 1 - cy) / fy) ** 2)
+    if 1 + 3 * k1 * rc2 <= 0 or 1 + k1 * rc2 <= 0:
+        raise ValueError(f"k1 = {k1} folds the image (corner radius² {rc2:.3f})")
+    g = (1 + k1 * (xn**2 + yn**2)) / (1 + k1 * rc2)
+    return (cx + fx * xn * g).astype(np.float32), (cy + fy * yn * g).astype(np.float32)
+
+
 def vignette_gain(height: int, width: int, strength: float) -> np.ndarray:
     """Radial darkening factor (H, W): 1 at the centre, 1 - strength at the corners."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -58,7 +87,7 @@ class NuisanceModel:
             v > 0
             for v in (p.noise_std, p.shot_noise, p.motion_blur_px, p.exposure_jitter, p.exposure_drift,
                       p.color_jitter, p.gamma_jitter, p.vignette)
-        )
+        ) or p.jpeg_quality is not None
 
     def apply(self, rgb: np.ndarray, time_s: float, blur_px: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
         """Apply the nuisances to a clean float RGB image in [0, 1]; returns uint8 RGB."""
@@ -81,4 +110,7 @@ class NuisanceModel:
         if p.noise_std > 0 or p.shot_noise > 0:
             std = np.sqrt(p.noise_std**2 + p.shot_noise**2 * img)
             img = img + std * self.rng.standard_normal(img.shape).astype(np.float32)
-        return to_uint8(img)
+        out = to_uint8(img)
+        if p.jpeg_quality is not None:  # last, as in a camera: the encoder sees the noisy, exposed image
+            out = jpeg_round_trip(out, int(self.rng.integers(p.jpeg_quality[0], p.jpeg_quality[1] + 1)))
+        return out

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 BASE_TEXTURES: tuple[str, ...] = ("noise", "checker", "stripes", "grid")
 #: Texture families unseen in the base presets, for domain-shift evaluation.
 SHIFT_TEXTURES: tuple[str, ...] = ("marble", "brick", "dots", "noise_hf")
+#: Real photographs (``data.photos``: CC0 / public-domain images) and two procedural families for plainer surfaces.
+PHOTO_TEXTURES: tuple[str, ...] = ("photo", "photo", "photo", "noise", "marble")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class NuisanceParams:
     color_jitter: float = 0.0  # per-channel gain change (std) → white-balance shifts
     gamma_jitter: float = 0.0  # std of the gamma exponent around 1
     vignette: float = 0.0  # fractional darkening at the image corners
+    # JPEG compression as a camera's or a bag's: each frame's quality drawn uniformly from this range (None: off).
+    jpeg_quality: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,24 @@ PRESETS: dict[str, Preset] = {
             color_jitter=0.08,
             gamma_jitter=0.1,
             vignette=0.35,
+        ),
+    ),
+    # Real photographs as textures and a real camera's artefacts (JPEG on top of the `shift` nuisances): the
+    # appearance closest to real video that the generator makes. Geometry and motion as `easy`.
+    "photo": Preset(
+        name="photo",
+        n_objects=4,
+        textures=PHOTO_TEXTURES,
+        nuisance=NuisanceParams(
+            noise_std=0.02,
+            shot_noise=0.03,
+            motion_blur_px=0.6,
+            exposure_jitter=0.15,
+            exposure_drift=0.4,
+            color_jitter=0.08,
+            gamma_jitter=0.1,
+            vignette=0.35,
+            jpeg_quality=(35, 90),
         ),
     ),
     # Never in the training mixture (st4rtrack-train's default presets are the four above): the unseen deployment

@@ -1,7 +1,8 @@
-"""Procedural textures evaluated per hit point from face-local metric coordinates (vectorised, no lookups).
+"""Textures evaluated per hit point from face-local metric coordinates (vectorised).
 
-Each family maps (u, v) in metres to a pattern value in [0, 1] that blends the texture's two colours; a fine
-noise layer is added everywhere so that every surface carries detail a tracker can lock onto.
+Each procedural family maps (u, v) in metres to a pattern value in [0, 1] that blends the texture's two colours; a
+fine noise layer is added everywhere so that every surface carries detail a tracker can lock onto. The ``photo``
+family samples a real photograph instead (``data.photos``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from st4rtrack_ros.data.photos import photo_rgb
 from st4rtrack_ros.data.scene import Texture
 
 _MASK32 = np.uint64(0xFFFFFFFF)
@@ -106,12 +108,18 @@ FAMILIES: dict[str, Callable[[np.ndarray, np.ndarray, int], np.ndarray]] = {
 }
 
 
+#: The family that samples real photographs (``data.photos``) instead of a procedural pattern.
+PHOTO = "photo"
+
+
 def evaluate_texture(texture: Texture, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """RGB in [0, 1] of shape (N, 3) at face coordinates (u, v) in metres."""
     su, sv = u / texture.scale, v / texture.scale
+    a = np.asarray(texture.color_a)
+    b = np.asarray(texture.color_b)
+    if texture.family == PHOTO:
+        return photo_rgb(texture.seed, a, b, su, sv)
     pattern = FAMILIES[texture.family](su, sv, texture.seed)
     detail = fbm(8 * su, 8 * sv, texture.seed + 99, 2)
     p = np.clip(0.8 * pattern + 0.45 * (detail - 0.5), 0.0, 1.0)
-    a = np.asarray(texture.color_a)
-    b = np.asarray(texture.color_b)
     return a[None, :] * (1 - p)[:, None] + b[None, :] * p[:, None]

@@ -19,11 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from st4rtrack_ros.data.nuisance import NuisanceModel
+from st4rtrack_ros.data.nuisance import NuisanceModel, radial_distortion_maps
 from st4rtrack_ros.data.presets import PRESETS
 from st4rtrack_ros.data.render import pixel_rays, render
 from st4rtrack_ros.data.sequence import make_sequence
@@ -47,6 +48,9 @@ class DataConfig:
     p_self: float = 0.25  # probability that a pair is (anchor, anchor): trains head 1 as depth, feeds L_align
     seed: int = 0  # data seed (mixes into every group's draw)
     cache_dir: str | None = None  # optional on-disk cache of rendered groups (npz)
+    # Lens distortion: each group's images and labels are warped with one radial coefficient drawn uniformly from
+    # [-lens_k1, lens_k1] (``data.nuisance.radial_distortion_maps``); 0 = pinhole images, as rendered.
+    lens_k1: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.presets if p not in PRESETS]
@@ -56,6 +60,8 @@ class DataConfig:
             raise ValueError(f"need seq_len ≥ 2 and 1 ≤ max_gap < seq_len, got {self.seq_len}, {self.max_gap}")
         if self.pairs_per_seq < 1:
             raise ValueError("pairs_per_seq must be ≥ 1")
+        if not 0.0 <= self.lens_k1 < 0.3:
+            raise ValueError(f"lens_k1 must be in [0, 0.3), got {self.lens_k1}")
 
 
 def group_plan(cfg: DataConfig, split: str, g: int) -> tuple[str, int, int, list[int]]:
@@ -120,13 +126,33 @@ def render_group(cfg: DataConfig, split: str, g: int) -> dict[str, np.ndarray]:
         recon_dyn.append(out_j.dynamic)
         rgb2.append(rgb_j)
     n = len(frames)
-    return {
+    group = {
         "rgb1": np.repeat(rgb_a[None], n, axis=0), "rgb2": np.stack(rgb2),
         "track_pts": np.stack(track), "recon_pts": np.stack(recon),
         "track_valid": np.repeat(a_valid.reshape(1, h, w), n, axis=0), "recon_valid": np.stack(recon_valid),
         "track_dyn": np.repeat(out_a.dynamic[None], n, axis=0), "recon_dyn": np.stack(recon_dyn),
         "is_self": np.array([j == anchor for j in frames]),
     }
+    if cfg.lens_k1 > 0:
+        # its own generator, so turning distortion on leaves every other draw of the group unchanged
+        k1 = float(np.random.default_rng(np.random.SeedSequence([cfg.seed, _SPLIT_TAG[split], g, 0x1E45]))
+                   .uniform(-cfg.lens_k1, cfg.lens_k1))
+        group = distort_group(group, radial_distortion_maps(seq.k, w, h, k1))
+    return group
+
+
+def distort_group(group: dict[str, np.ndarray], maps: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """Warp every per-pixel array of a group (P, H, W[, C]) through ``cv2.remap`` maps: images bilinear, labels and
+    masks nearest (a label stays the exact 3D point of the pixel it came from)."""
+    out = dict(group)
+    for key, value in group.items():
+        if value.ndim < 3:
+            continue
+        interp = cv2.INTER_LINEAR if key.startswith("rgb") else cv2.INTER_NEAREST
+        src = value.view(np.uint8) if value.dtype == bool else value
+        warped = np.stack([cv2.remap(x, *maps, interp, borderMode=cv2.BORDER_REPLICATE) for x in src])
+        out[key] = warped.view(bool) if value.dtype == bool else warped
+    return out
 
 
 class PairGroups(Dataset):
@@ -150,7 +176,7 @@ class PairGroups(Dataset):
         if c.cache_dir is None:
             return None
         key = f"{self.split}_{g}_s{c.seed}_{c.width}x{c.height}_L{c.seq_len}_G{c.max_gap}_P{c.pairs_per_seq}" \
-              f"_ps{c.p_self:g}_{'-'.join(c.presets)}.npz"
+              f"_ps{c.p_self:g}_{'-'.join(c.presets)}{f'_k{c.lens_k1:g}' if c.lens_k1 else ''}.npz"
         return Path(c.cache_dir) / key
 
     def __getitem__(self, g: int) -> dict[str, np.ndarray]:
