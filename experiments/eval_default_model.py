@@ -22,12 +22,13 @@ from st4rtrack_ros.data.bag_io import synthetic_bag
 from st4rtrack_ros.evaluation.report import mean_sd
 from st4rtrack_ros.settings import default_checkpoint
 
-PRESETS = ("easy", "occlusion", "fast", "shift")
+PRESETS = ("easy", "occlusion", "fast", "shift")  # the held-out protocol of docs/default_model.md
 
 
 
 def run_eval(bag: Path, out: Path, ckpt: Path, extra: list[str]) -> dict:
     if not (out / "metrics.json").exists():
+        # cached by path: give each checkpoint its own --work
         assert eval_main([str(bag), "--out", str(out), "--checkpoint", str(ckpt), "--device", "cpu", *extra]) == 0
     return json.loads((out / "metrics.json").read_text())
 
@@ -39,12 +40,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1000, 1001, 1002])
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--work", type=Path, default=Path("out/eval_default"))
+    ap.add_argument("--presets", nargs="+", default=list(PRESETS), help="synthetic presets of the protocol table")
     ap.add_argument("--adapt-presets", nargs="*", default=["shift", "occlusion"])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     size = (256, 160)
     rows: dict[str, dict] = {}
-    for preset in PRESETS:
+    for preset in args.presets:
         per = []
         for seed in args.seeds:
             bag = synthetic_bag(args.work / "bags", preset, seed, args.frames, size)
@@ -97,7 +99,7 @@ def main() -> None:
                          f"{mean_sd(a['abs_rel_on'])} | {mean_sd(a['ate_off'])} | {mean_sd(a['ate_on'])} | {acc} |")
     print("\n".join(lines))
     if args.json:
-        args.json.write_text(json.dumps({"seeds": args.seeds, "frames": args.frames, "protocol": rows,
+        args.json.write_text(json.dumps({"checkpoint": str(args.checkpoint), "seeds": args.seeds, "frames": args.frames, "protocol": rows,
                                          "adaptation": adapt, "table": lines}, indent=1))
 
 
