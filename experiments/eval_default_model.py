@@ -99,7 +99,8 @@ def main() -> None:
                          f"{mean_sd(a['abs_rel_on'])} | {mean_sd(a['ate_off'])} | {mean_sd(a['ate_on'])} | {acc} |")
     print("\n".join(lines))
     if args.json:
-        args.json.write_text(json.dumps({"checkpoint": str(args.checkpoint), "seeds": args.seeds, "frames": args.frames, "protocol": rows,
+        args.json.write_text(json.dumps({"checkpoint": str(args.checkpoint), "seeds": args.seeds, "frames": args.frames,
+                                         "protocol": rows,
                                          "adaptation": adapt, "table": lines}, indent=1))
 
 
