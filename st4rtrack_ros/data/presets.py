@@ -96,7 +96,7 @@ PRESETS: dict[str, Preset] = {
         ),
     ),
     # Real photographs as textures and a real camera's artefacts (JPEG on top of the `shift` nuisances): the
-    # appearance closest to real video that the generator makes. Geometry and motion as `easy`.
+    # appearance closest to real video that the generator makes. Geometry and motion as `shift`.
     "photo": Preset(
         name="photo",
         n_objects=4,
@@ -113,7 +113,7 @@ PRESETS: dict[str, Preset] = {
             jpeg_quality=(35, 90),
         ),
     ),
-    # Never in the training mixture (st4rtrack-train's default presets are the four above): the unseen deployment
+    # Never in the training mixture (st4rtrack-train's default presets are the first four): the unseen deployment
     # domain of the domain-adaptation study (docs/domain_adaptation.md) — a tall, deep hall with shelving, a higher
     # and wider camera, two texture families and a fixed, strong set of sensor nuisances.
     "warehouse": Preset(
