@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -197,11 +198,12 @@ def summarise_profile(path: Path) -> dict[str, Any]:
 
 
 def live_run(bag: Path, hz: float, duration: float, out: Path, env: dict[str, str] | None,
-             raw: bool, profile_s: float = 0.0) -> dict[str, Any]:
+             raw: bool, profile_s: float = 0.0, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """One replay into a fresh node with every output subscribed; the summary plus the node's last diagnostics.
     ``raw``: the recorder takes every output but status as bytes (no Python deserialisation)."""
     domain = domain_id_for(os.getpid() + int(hz) + (7 if env else 0))
-    node = NodeProcess(node_inputs_for_bag(bag), domain_id=domain, log_dir=out / "node", env=env)
+    node = NodeProcess({**node_inputs_for_bag(bag), **(overrides or {})}, domain_id=domain, log_dir=out / "node",
+                       env=env)
     rec = OutputRecorder(domain, outputs=sorted(OUTPUTS), raw=[o for o in OUTPUTS if o != "status"] if raw else ())
     try:
         if not rec.wait_for(lambda: not node.alive() or "ready:" in node.log(), 180.0) or not node.alive():
@@ -263,11 +265,14 @@ def main() -> None:
                     "main thread (on the loaded shared machine far slower than from a worker thread)")
     ap.add_argument("--out", type=Path, default=Path("out/bench_node"))
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a node parameter for the node and the offline tracker alike, e.g. model.cpu_threads=1")
     args = ap.parse_args()
-    params = {**P.defaults(), **node_inputs_for_bag(args.bag)}
+    overrides = {k: yaml.safe_load(v) for k, _, v in (p.partition("=") for p in args.param)}
+    params = {**P.defaults(), **node_inputs_for_bag(args.bag), **overrides}
     result: dict[str, Any] = {"bag": str(args.bag), "hz": args.hz, "duration_s": args.duration,
                               "recorder_deserializes": args.deserialize,
-                              "load_start": load(), "command": " ".join(sys.argv)}
+                              "load_start": load(), "command": " ".join(sys.argv), "params": overrides}
     def offline() -> dict[str, Any]:
         o = offline_rate(args.bag, params, max_frames=args.offline_frames)
         print(f"[bench_node] offline {o['fps']:.2f} frames/s", file=sys.stderr)
@@ -289,7 +294,8 @@ def main() -> None:
         for name, env in variants:
             for hz in args.hz:
                 key = f"{name}_{hz:g}hz_r{rep}"
-                s = live_run(args.bag, hz, args.duration, args.out / key, env, not args.deserialize, args.profile)
+                s = live_run(args.bag, hz, args.duration, args.out / key, env, not args.deserialize, args.profile,
+                             overrides)
                 live[key] = s
                 block.append(s)
                 print(f"[bench_node] {key}: out {s['output_hz']:.2f} Hz (own step bound "

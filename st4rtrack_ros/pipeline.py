@@ -50,6 +50,10 @@ class TrackerSpec:
     device: str = ""
     fit: str = "crop"
     cpu_mode: str = ""  # a model.streaming.CPU_MODES name; "" = the fastest exact options for the device
+    # torch intra-op threads on a CPU (process-wide; 0 = torch's default, one per core). Fewer threads than cores
+    # leave a core to the camera driver and DDS: on the 2-core test machine one thread ran the node faster
+    # (docs/benchmarks_ros.md, "Torch threads").
+    cpu_threads: int = 0
     tracking: Any = field(default_factory=dict)  # dict | TrackerConfig
     adaptation: Any = None  # dict | AdaptationConfig | None (None: no adaptation worker)
     # Explicit engine options (None: ``cpu_mode`` on a CPU, else the fastest exact options for the device). For a
@@ -70,6 +74,7 @@ class TrackerSpec:
         """From dotted parameters (``model.checkpoint``, ``tracking.window_size``, ``adaptation.lr``, ...)."""
         return cls(checkpoint=str(flat.get("model.checkpoint", "")), device=str(flat.get("model.device", "")),
                    fit=str(flat.get("model.fit", "crop")), cpu_mode=str(flat.get("model.cpu_mode", "")),
+                   cpu_threads=int(flat.get("model.cpu_threads", 0)),
                    tracking=unflatten(flat, "tracking"),
                    adaptation=unflatten(flat, "adaptation"), depth_input=bool(flat.get("ros.depth_topic", "")))
 
@@ -106,8 +111,10 @@ def load_network(spec: TrackerSpec, log: Log = _quiet) -> torch.nn.Module:
 
     device = spec.resolved_device()
     ckpt = spec.resolved_checkpoint()
+    if spec.cpu_threads > 0 and device.type == "cpu":
+        torch.set_num_threads(spec.cpu_threads)
     net = load_checkpoint(ckpt, device=device)
-    log(f"model {ckpt} on {device}")
+    log(f"model {ckpt} on {device}" + (f", {torch.get_num_threads()} torch threads" if device.type == "cpu" else ""))
     return net
 
 

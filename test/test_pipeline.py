@@ -18,8 +18,14 @@ def test_from_the_node_parameters_with_a_checkpoint_file(tmp_path: Path) -> None
     torch.manual_seed(0)
     ckpt = save_checkpoint(St4RTrackNet(preset("tiny_128")), tmp_path / "tiny.safetensors")
     flat = {**defaults(), "model.checkpoint": str(ckpt), "model.device": "cpu", "model.fit": "pad",
-            "model.cpu_mode": "fp32+nhwc", "tracking.window_size": 7, "adaptation.steps": 3}
-    tracker = build_tracker(TrackerSpec.from_params(flat))
+            "model.cpu_mode": "fp32+nhwc", "model.cpu_threads": 1, "tracking.window_size": 7, "adaptation.steps": 3}
+    threads = torch.get_num_threads()
+    try:
+        tracker = build_tracker(TrackerSpec.from_params(flat))
+        assert torch.get_num_threads() == 1  # model.cpu_threads applied on a CPU (process-wide)
+    finally:
+        torch.set_num_threads(threads)
+    assert TrackerSpec.from_params(defaults()).cpu_threads == 0  # default: torch's own choice, left alone
     assert tracker.config.window_size == 7 and tracker.config.fit == "pad"
     assert tracker.engine.options.channels_last_heads and tracker.engine.options.precision == "fp32"
     assert tracker.adaptation is not None and tracker.adaptation.config.steps == 3

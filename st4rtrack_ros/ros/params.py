@@ -39,6 +39,8 @@ SPECS: dict[str, ParamSpec] = {
     "model.fit": ParamSpec("camera image → model size", choices=("crop", "pad")),
     "model.cpu_mode": ParamSpec("CPU precision/layout mode of the engine ('' = fp32; ignored on CUDA)",
                                 choices=("", *CPU_MODES)),
+    "model.cpu_threads": ParamSpec("torch intra-op threads on a CPU (process-wide); 0 = torch's default, one per core",
+                                   min=0, max=1024),
     "evaluation.max_frames": ParamSpec("frames st4rtrack-eval scores (unused by the node)", min=0, max=_F),
     "tracking.window_size": ParamSpec("frames per anchor before re-anchoring", min=2, max=100000),
     "tracking.min_visible_fraction": ParamSpec("re-anchor when fewer tracks are visible", min=0.0, max=1.0),
