@@ -59,6 +59,18 @@ class Preset:
     nuisance: NuisanceParams = field(default_factory=NuisanceParams)
 
 
+#: The sensor nuisances of `shift` (and, with JPEG on top, of `photo`).
+SHIFT_NUISANCE = NuisanceParams(
+    noise_std=0.02,
+    shot_noise=0.03,
+    motion_blur_px=0.6,
+    exposure_jitter=0.15,
+    exposure_drift=0.4,
+    color_jitter=0.08,
+    gamma_jitter=0.1,
+    vignette=0.35,
+)
+
 PRESETS: dict[str, Preset] = {
     "easy": Preset(name="easy"),
     "occlusion": Preset(
@@ -84,16 +96,7 @@ PRESETS: dict[str, Preset] = {
         name="shift",
         n_objects=4,
         textures=SHIFT_TEXTURES,
-        nuisance=NuisanceParams(
-            noise_std=0.02,
-            shot_noise=0.03,
-            motion_blur_px=0.6,
-            exposure_jitter=0.15,
-            exposure_drift=0.4,
-            color_jitter=0.08,
-            gamma_jitter=0.1,
-            vignette=0.35,
-        ),
+        nuisance=SHIFT_NUISANCE,
     ),
     # Real photographs as textures and a real camera's artefacts (JPEG on top of the `shift` nuisances): the
     # appearance closest to real video that the generator makes. Geometry and motion as `shift`.
@@ -101,17 +104,7 @@ PRESETS: dict[str, Preset] = {
         name="photo",
         n_objects=4,
         textures=PHOTO_TEXTURES,
-        nuisance=NuisanceParams(
-            noise_std=0.02,
-            shot_noise=0.03,
-            motion_blur_px=0.6,
-            exposure_jitter=0.15,
-            exposure_drift=0.4,
-            color_jitter=0.08,
-            gamma_jitter=0.1,
-            vignette=0.35,
-            jpeg_quality=(35, 90),
-        ),
+        nuisance=replace(SHIFT_NUISANCE, jpeg_quality=(35, 90)),
     ),
     # Never in the training mixture (st4rtrack-train's default presets are the first four): the unseen deployment
     # domain of the domain-adaptation study (docs/domain_adaptation.md) — a tall, deep hall with shelving, a higher
