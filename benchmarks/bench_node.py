@@ -55,9 +55,14 @@ def load() -> dict[str, Any]:
 
 
 def offline_rate(bag: Path, params: dict[str, Any], warmup: int = 4, max_frames: int = 0,
-                 main_thread: bool = False) -> dict[str, Any]:
+                 main_thread: bool = False, schedule: list[tuple[int, int]] | None = None) -> dict[str, Any]:
     """Frames/s of ``tracker.step`` over the bag (frames decoded beforehand, as the node decodes in its callback);
     ``warmup`` frames first (then a reset), so one-off allocations are not counted.
+
+    ``schedule``: step these frames instead of every frame in bag order, as (stamp given to the tracker, the
+    frame's stamp in the bag) — the frames a live node processed, in its order, with the stamps it saw. A node
+    that drops frames sees larger motion between the frames it steps (and the bag's loops), so it re-anchors more
+    often than the tracker stepping every frame: this measures the tracker on the node's own work.
 
     The steps run in a worker thread, as in the node (``main_thread`` runs them in this process's main thread
     instead: on the loaded shared machine that was 10-50x slower, with the same torch threads)."""
@@ -67,20 +72,27 @@ def offline_rate(bag: Path, params: dict[str, Any], warmup: int = 4, max_frames:
 
     tracker = build_tracker(TrackerSpec.from_params(params))
     frames = list(read_frames(bag))
-    frames = frames[:max_frames] if max_frames else frames
+    if schedule is not None:
+        by_stamp = {f.stamp_ns: f for f in frames}
+        inputs = [FrameInput(stamp, by_stamp[bag_stamp].image, by_stamp[bag_stamp].k, None)
+                  for stamp, bag_stamp in schedule]
+    else:
+        inputs = [FrameInput(f.stamp_ns, f.image, f.k, None) for f in frames]
+    inputs = inputs[:max_frames] if max_frames else inputs
     steps: list[float] = []
     stage: dict[str, list[float]] = {}
-    kept: dict[str, Any] = {}
+    kept: dict[str, Any] = {"reanchors": 0}
 
     def run() -> None:
         with torch.inference_mode():
-            for f in frames[:warmup]:
-                tracker.step(FrameInput(f.stamp_ns, f.image, f.k, None))
+            for f in inputs[:warmup]:
+                tracker.step(f)
             tracker.reset("warm-up done")
-            for f in frames:
+            for f in inputs:
                 t0 = time.perf_counter()
-                res = tracker.step(FrameInput(f.stamp_ns, f.image, f.k, None))
+                res = tracker.step(f)
                 steps.append(time.perf_counter() - t0)
+                kept["reanchors"] += bool(res.reanchored)
                 for k, v in res.timings_ms.items():
                     stage.setdefault(k, []).append(v)
                 kept["last"] = res
@@ -94,8 +106,9 @@ def offline_rate(bag: Path, params: dict[str, Any], warmup: int = 4, max_frames:
         worker.start()
         worker.join()
     steps_ms = np.array(steps) * 1e3
-    return {"frames": len(frames), "fps": len(frames) / float(np.sum(steps)), "thread": "main" if main_thread
+    return {"frames": len(inputs), "fps": len(inputs) / float(np.sum(steps)), "thread": "main" if main_thread
             else "worker", "_last": kept.get("last"), "_last_map": kept.get("last_map"),
+            "reanchors": kept["reanchors"], "frames_in": "node's" if schedule is not None else "every",
             "step_p50_ms": float(np.percentile(steps_ms, 50)), "step_p95_ms": float(np.percentile(steps_ms, 95)),
             "stage_mean_ms": {k: float(np.mean(v)) for k, v in stage.items()}}
 
@@ -222,6 +235,8 @@ def live_run(bag: Path, hz: float, duration: float, out: Path, env: dict[str, st
         rec.wait_for(lambda: any(cv.ns_from_stamp(m.header.stamp) == last
                                  for _, m in rec.inbox.get(rec.topic("status"))[-5:]), 5.0)
         stats = live_stats(sink, rec, time.monotonic() - t0)
+        stamps = (cv.ns_from_stamp(m.header.stamp) for _, m in rec.inbox.get(rec.topic("status")))
+        schedule = [(st, sink.bag_stamp[st]) for st in stamps if st in sink.bag_stamp]  # what the node stepped
         diags = rec.inbox.get("/diagnostics")
         counts = {t: rec.inbox.count(rec.topic(t)) for t in OUTPUTS}
     finally:
@@ -243,7 +258,14 @@ def live_run(bag: Path, hz: float, duration: float, out: Path, env: dict[str, st
     if diags:
         s["node_diagnostics"] = {st.name: {kv.key: kv.value for kv in st.values} for st in diags[-1][1].status}
     np.savetxt(out / "latency_ms.txt", stats.latency_ms, fmt="%.2f")
+    s["_schedule"] = schedule
     return s
+
+
+def middle(seq: list[Any], n: int) -> list[Any]:
+    """``n`` consecutive items from the middle of ``seq`` (all of it when shorter)."""
+    start = max((len(seq) - n) // 2, 0)
+    return seq[start:start + n]
 
 
 def main() -> None:
@@ -263,6 +285,9 @@ def main() -> None:
     ap.add_argument("--offline-frames", type=int, default=0, help="frames of each offline run (0 = the whole bag)")
     ap.add_argument("--main-thread-check", type=int, default=0, help="also step this many frames offline from the "
                     "main thread (on the loaded shared machine far slower than from a worker thread)")
+    ap.add_argument("--same-frames", type=int, default=256, help="after each live run, step the offline tracker "
+                    "over this many of the frames the node processed (from the middle of the run, in its order; "
+                    "0 = off): the ratio to the tracker doing the node's own work")
     ap.add_argument("--out", type=Path, default=Path("out/bench_node"))
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -296,6 +321,14 @@ def main() -> None:
                 key = f"{name}_{hz:g}hz_r{rep}"
                 s = live_run(args.bag, hz, args.duration, args.out / key, env, not args.deserialize, args.profile,
                              overrides)
+                schedule = s.pop("_schedule")
+                if args.same_frames and len(schedule) > 4:
+                    o = offline_rate(args.bag, params, schedule=middle(schedule, args.same_frames))
+                    o.pop("_last"), o.pop("_last_map")
+                    s["offline_same_frames"] = o
+                    s["ratio_to_offline_same_frames"] = s["output_hz"] / o["fps"]
+                    print(f"[bench_node] {key}: offline over the node's frames {o['fps']:.2f} frames/s, "
+                          f"{o['reanchors']} re-anchors in {o['frames']} frames", file=sys.stderr)
                 live[key] = s
                 block.append(s)
                 print(f"[bench_node] {key}: out {s['output_hz']:.2f} Hz (own step bound "
@@ -313,6 +346,7 @@ def main() -> None:
             args.json.write_text(json.dumps(result | {"load_end": load()}, indent=1))
     result["load_end"] = load()
     print(json.dumps({k: {"out_hz": round(v["output_hz"], 2), "ratio": round(v["ratio_to_offline"], 3),
+                          "ratio_same_frames": round(v.get("ratio_to_offline_same_frames", 0), 3),
                           "ratio_own_step": round(v.get("ratio_to_own_step", 0), 3),
                           "p50": round(v["latency_p50_ms"], 1), "p95": round(v["latency_p95_ms"], 1),
                           "p95/p50": round(v["p95_over_p50"] or 0, 2)} for k, v in live.items()}

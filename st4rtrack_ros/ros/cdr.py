@@ -253,3 +253,28 @@ def path_cdr(stamp: tuple[int, int], frame_id: str, stamps: np.ndarray, poses: n
     rest["pose"] = poses[1:]
     w.raw(memoryview(rest.view(np.uint8)), align=8)
     return w.getvalue()
+
+
+def _header_stamp_format(data: bytes) -> str:
+    """struct format of (sec int32, nanosec uint32) in a serialised message: byte 1 of the encapsulation header is
+    0 for big-endian and 1 for little-endian CDR."""
+    if len(data) < 12 or data[1] not in (0, 1):
+        raise ValueError(f"not a CDR message with a std_msgs/Header first ({len(data)} bytes)")
+    return "<iI" if data[1] == 1 else ">iI"
+
+
+def header_stamp_ns(data: bytes) -> int:
+    """The header stamp (ns) of a serialised message whose first field is std_msgs/Header (Image, CameraInfo, ...):
+    the stamp is the first thing after the 4-byte encapsulation header."""
+    sec, nsec = struct.unpack_from(_header_stamp_format(data), data, 4)
+    return sec * 1_000_000_000 + nsec
+
+
+def restamped(data: bytes, offset_ns: int) -> bytes:
+    """A copy of a serialised message (std_msgs/Header first) with its header stamp moved by ``offset_ns``; the
+    rest of the bytes untouched (as a bag player republishes, without a Python round trip)."""
+    fmt = _header_stamp_format(data)
+    sec, nsec = divmod(header_stamp_ns(data) + offset_ns, 1_000_000_000)
+    out = bytearray(data)
+    struct.pack_into(fmt, out, 4, sec, nsec)
+    return bytes(out)

@@ -261,3 +261,25 @@ def test_cdr_path_deserialises_to_the_message_objects(frame_id: str, n: int) -> 
         want.poses.append(ps)
     got = deserialize_message(cdr.path_cdr((hdr.stamp.sec, hdr.stamp.nanosec), frame_id, stamps, poses), PathMsg)
     assert got == want
+
+
+@pytest.mark.parametrize("offset_ns", [0, 1, 999_999_999, 3_000_000_001, -456_789])  # nanosecond carries both ways
+def test_restamped_bytes_are_the_message_with_its_stamp_moved(offset_ns: int) -> None:
+    """The live replayer republishes a bag's bytes with only the header stamp moved: rclpy reads back the same
+    Image/CameraInfo with the new stamp; bytes that are not CDR are refused."""
+    pytest.importorskip("rclpy", reason="rclpy missing")
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import CameraInfo, Image
+
+    img = Image(header=_stamped_header("cam"), height=2, width=3, encoding="rgb8", step=9, data=bytes(range(18)))
+    info = CameraInfo(header=_stamped_header("camera_optical"), width=3, height=2, k=[1.0, 0, 1, 0, 1, 1, 0, 0, 1])
+    for msg, cls in ((img, Image), (info, CameraInfo)):
+        data = serialize_message(msg)
+        old = cv.ns_from_stamp(msg.header.stamp)
+        assert cdr.header_stamp_ns(data) == old
+        moved = deserialize_message(cdr.restamped(data, offset_ns), cls)
+        assert cv.ns_from_stamp(moved.header.stamp) == old + offset_ns
+        moved.header.stamp = msg.header.stamp
+        assert moved == msg
+    with pytest.raises(ValueError, match="not a CDR message"):
+        cdr.restamped(b"\x07\x07\x00\x00" + bytes(12), 1)
