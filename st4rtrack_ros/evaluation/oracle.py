@@ -51,7 +51,8 @@ class OracleEngine:
     def set_anchor(self, x: torch.Tensor) -> None:
         self.anchor = self._frame(x)
 
-    def step(self, x: torch.Tensor) -> PairOutput:
+    def step(self, x: torch.Tensor, recon: bool = True) -> PairOutput:
+        """Ground-truth maps for (anchor, x); ``recon`` is accepted for the engine interface (both maps always)."""
         if self.anchor is None:
             raise RuntimeError("set_anchor() must be called before step()")
         j = self._frame(x)

@@ -26,12 +26,14 @@ PARAM_SETS = ("track_head", "recon_head", "heads", "heads+last_decoder", "decode
 
 @dataclass
 class PairOutput:
-    """Per-pixel predictions for a batch of (anchor, frame j) pairs, all (B, H, W[, 3]) float32."""
+    """Per-pixel predictions for a batch of (anchor, frame j) pairs, all (B, H, W[, 3]) float32. The recon maps
+    are None only when the caller asked for head 1 alone (``recon=False``: re-anchoring needs the new anchor's own
+    tracking pointmap, not its reconstruction)."""
 
     track_pts: torch.Tensor
     track_conf: torch.Tensor
-    recon_pts: torch.Tensor
-    recon_conf: torch.Tensor
+    recon_pts: torch.Tensor | None
+    recon_conf: torch.Tensor | None
 
     @property
     def track_sigma2(self) -> torch.Tensor:
@@ -39,7 +41,13 @@ class PairOutput:
 
     @property
     def recon_sigma2(self) -> torch.Tensor:
+        if self.recon_conf is None:
+            raise ValueError("head 2 was not run (recon=False)")
         return sigma2_from_conf(self.recon_conf)
+
+    def maps(self) -> list[torch.Tensor]:
+        """The maps that were computed (the recon pair only when head 2 ran)."""
+        return [t for t in (self.track_pts, self.track_conf, self.recon_pts, self.recon_conf) if t is not None]
 
 
 def _compute_dtype(device: torch.device, weight: torch.Tensor) -> torch.dtype:
@@ -149,18 +157,20 @@ class St4RTrackNet(nn.Module):
         out2[-1] = self.dec_norm(out2[-1])
         return out1, out2
 
-    def heads(self, dec1: list[torch.Tensor], dec2: list[torch.Tensor], grid_hw: tuple[int, int]) -> PairOutput:
-        """DPT heads in fp32 whatever autocast says outside: pointmap precision matters more than speed here."""
+    def heads(self, dec1: list[torch.Tensor], dec2: list[torch.Tensor], grid_hw: tuple[int, int],
+              recon: bool = True) -> PairOutput:
+        """DPT heads in fp32 whatever autocast says outside: pointmap precision matters more than speed here.
+        ``recon=False`` skips head 2 (its maps are None)."""
         dev = dec1[0].device.type
         with torch.autocast(dev, enabled=False) if dev in ("cuda", "cpu") else contextlib.nullcontext():
             pts1, conf1 = self.downstream_head1([t.float() for t in dec1], grid_hw)
-            pts2, conf2 = self.downstream_head2([t.float() for t in dec2], grid_hw)
+            pts2, conf2 = self.downstream_head2([t.float() for t in dec2], grid_hw) if recon else (None, None)
         return PairOutput(track_pts=pts1, track_conf=conf1, recon_pts=pts2, recon_conf=conf2)
 
     def forward_tokens(self, tok1: torch.Tensor, tok2: torch.Tensor, grid_hw: tuple[int, int],
-                       side_stream: torch.cuda.Stream | None = None) -> PairOutput:
+                       side_stream: torch.cuda.Stream | None = None, recon: bool = True) -> PairOutput:
         dec1, dec2 = self.decode(tok1, tok2, grid_hw, side_stream)
-        return self.heads(dec1, dec2, grid_hw)
+        return self.heads(dec1, dec2, grid_hw, recon)
 
     # -- the pair forward (the official protocol: both images encoded) ---------------------------------------
 

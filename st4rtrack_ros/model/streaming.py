@@ -165,7 +165,7 @@ class StreamingEngine:
         return model.encode, (self._forward_tokens_bf16_heads if self.options.bf16_heads else model.forward_tokens)
 
     def _forward_tokens_bf16_heads(self, tok1: torch.Tensor, tok2: torch.Tensor, grid_hw: tuple[int, int],
-                                   side_stream: torch.cuda.Stream | None = None) -> PairOutput:
+                                   side_stream: torch.cuda.Stream | None = None, recon: bool = True) -> PairOutput:
         """``forward_tokens`` with the DPT heads left under the caller's bf16 autocast (``net.heads`` turns it off).
 
         Each head's adapter returns bf16 (B, 4, H, W); a forward hook (``_fp32_output``) makes it fp32 before
@@ -174,7 +174,7 @@ class StreamingEngine:
         net = self.net
         dec1, dec2 = net.decode(tok1, tok2, grid_hw, side_stream)
         pts1, conf1 = net.downstream_head1(dec1, grid_hw)
-        pts2, conf2 = net.downstream_head2(dec2, grid_hw)
+        pts2, conf2 = net.downstream_head2(dec2, grid_hw) if recon else (None, None)
         return PairOutput(track_pts=pts1, track_conf=conf1, recon_pts=pts2, recon_conf=conf2)
 
     def _weights_version(self) -> int:
@@ -246,7 +246,7 @@ class StreamingEngine:
 
     # -- the per-frame step ---------------------------------------------------------------------------------------
 
-    def _step_eager(self, frames: torch.Tensor) -> PairOutput:
+    def _step_eager(self, frames: torch.Tensor, recon: bool = True) -> PairOutput:
         assert self._anchor_tokens is not None
         grid = self.net.grid_hw(frames)
         b = frames.shape[0]
@@ -257,11 +257,16 @@ class StreamingEngine:
             else:
                 both = self._encode(torch.cat((self._anchor_tokens.expand(b, -1, -1, -1), frames)))
                 anchor, tokens = both[:b], both[b:]
+            if not recon:  # eager only: a compiled function would recompile for the other value
+                return self._eager_fns()[1](anchor, tokens, grid, self._side_stream, recon=False)
             return self._decode_heads(anchor, tokens, grid, self._side_stream)
 
     @torch.inference_mode()
-    def step(self, frames: torch.Tensor) -> PairOutput:
-        """Predictions for (anchor, frame) pairs; ``frames`` (B, 3, H, W) or (3, H, W) in [-1, 1]."""
+    def step(self, frames: torch.Tensor, recon: bool = True) -> PairOutput:
+        """Predictions for (anchor, frame) pairs; ``frames`` (B, 3, H, W) or (3, H, W) in [-1, 1].
+
+        ``recon=False``: head 2 (reconstruction) is not run and its maps are None — about a third of a small_256
+        step on the CPU. Such a step runs eagerly (no CUDA graph, no compiled function), with the same numbers."""
         if self._anchor_tokens is None:
             raise RuntimeError("set_anchor() must be called before step()")
         frames = frames.to(self.device)
@@ -271,6 +276,8 @@ class StreamingEngine:
             raise ValueError(f"frame size {tuple(frames.shape[-2:])} differs from the anchor's {self._anchor_hw}")
         if self._int8 is not None:
             self._refresh_int8()
+        if not recon:
+            return self._step_eager(frames, recon=False)
         if self.options.cuda_graph and self.device.type == "cuda" and not self._graph_failed:
             b = frames.shape[0]
             graph = self._graphs.get(b)

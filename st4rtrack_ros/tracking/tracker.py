@@ -160,14 +160,14 @@ class OnlineTracker:
 
     # -- helpers ---------------------------------------------------------------------------------------------------
 
-    def _infer(self, x: torch.Tensor, new_anchor: bool = False) -> PairOutput:
+    def _infer(self, x: torch.Tensor, new_anchor: bool = False, recon: bool = True) -> PairOutput:
         with self.inference_lock:
             if new_anchor:
                 self.engine.set_anchor(x)
             elif not getattr(self.engine, "has_anchor", True) and self._anchor_x is not None:
                 self.engine.set_anchor(self._anchor_x)  # the cache was freed after an out-of-memory drop
-            out = self.engine.step(x)
-            finite = [torch.isfinite(t).all() for t in (out.track_pts, out.track_conf, out.recon_pts, out.recon_conf)]
+            out = self.engine.step(x, recon=recon)
+            finite = [torch.isfinite(t).all() for t in out.maps()]
             if bool(torch.stack(finite).all()):  # one device sync for all four maps
                 return out
             self.nonfinite_outputs += 1
@@ -203,7 +203,9 @@ class OnlineTracker:
                       queries: np.ndarray | None = None) -> PairOutput:
         """Make this frame the anchor; chain it to the previous window (or found the world on the first)."""
         cfg = self.config
-        own = self._infer(x, new_anchor=True)  # (I_c, I_c): head 1 = the anchor's own pointmap
+        # (I_c, I_c): head 1 = the anchor's own pointmap. Re-anchoring uses nothing else (the frame's output came
+        # from the old window), so head 2 is skipped there; a new world's first frame is the output itself.
+        own = self._infer(x, new_anchor=True, recon=prev is None)
         if self._k is None:
             if frame.k is not None:
                 assert self._mapping is not None

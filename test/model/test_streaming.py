@@ -90,6 +90,21 @@ def test_reanchoring_on_the_stepped_frame_encodes_it_once(net, monkeypatch):
     assert len(calls) == 5
 
 
+@pytest.mark.parametrize("options", [EngineOptions(), EngineOptions(cache_anchor=False),
+                                     EngineOptions(int8_linear=True)], ids=["cached", "pair", "int8"])
+def test_step_without_head_two_gives_head_one_exactly(net, options):
+    """recon=False (re-anchoring) skips head 2 only: the tracking maps are the full step's, bit for bit."""
+    anchor, frames = _images(1, 21), _images(2, 22)
+    engine = StreamingEngine(net, options)
+    engine.set_anchor(anchor)
+    full, track_only = engine.step(frames), engine.step(frames, recon=False)
+    assert track_only.recon_pts is None and track_only.recon_conf is None
+    assert len(track_only.maps()) == 2 and len(full.maps()) == 4
+    assert torch.equal(full.track_pts, track_only.track_pts) and torch.equal(full.track_conf, track_only.track_conf)
+    with pytest.raises(ValueError, match="head 2"):
+        _ = track_only.recon_sigma2
+
+
 def test_step_needs_an_anchor_and_matching_size(net):
     engine = StreamingEngine(net)
     with pytest.raises(RuntimeError, match="set_anchor"):

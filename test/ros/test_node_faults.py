@@ -77,11 +77,11 @@ def test_an_oom_frame_is_dropped_counted_and_the_next_one_published(node: Tracke
     engine = node.tracker.engine
     real, calls = engine.step, [0]
 
-    def step(x: torch.Tensor) -> Any:
+    def step(x: torch.Tensor, recon: bool = True) -> Any:
         calls[0] += 1
         if calls[0] == 3:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB (injected)")
-        return real(x)
+        return real(x, recon=recon)
 
     monkeypatch.setattr(engine, "step", step)
     published: list[Any] = []

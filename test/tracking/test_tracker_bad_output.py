@@ -42,13 +42,15 @@ def _poison(tracker: OnlineTracker, monkeypatch: pytest.MonkeyPatch, when: Calla
         state["anchor"] = True
         real_anchor(x)
 
-    def step(x: torch.Tensor) -> PairOutput:
-        out = real_step(x)
+    def step(x: torch.Tensor, recon: bool = True) -> PairOutput:
+        out = real_step(x, recon=recon)
         fresh, state["anchor"] = state["anchor"], False
         if when(fresh):
             poisoned.append(1)
-            return dataclasses.replace(out, recon_pts=out.recon_pts.clone().fill_(float("nan")),
-                                       track_conf=out.track_conf.clone().fill_(float("inf")))
+            bad = {"track_conf": out.track_conf.clone().fill_(float("inf"))}
+            if out.recon_pts is not None:  # None on a re-anchoring pass (head 2 not run)
+                bad["recon_pts"] = out.recon_pts.clone().fill_(float("nan"))
+            return dataclasses.replace(out, **bad)
         return out
 
     monkeypatch.setattr(engine, "set_anchor", set_anchor)
