@@ -9,6 +9,8 @@ Modes (per-frame latency, batch 1, median and p90, and peak memory):
   stream fastest  EngineOptions.fastest: + bf16 weights, NHWC heads, decoder branches on two streams [CUDA]
   pair fastest    the pair protocol with the same options                        [CUDA only]
   stream+compile  torch.compile of encoder and decoder+heads (opt-in: --compile)
+  re-anchor pass  a step, then that frame made the anchor and stepped again (the tracker's re-anchoring), with
+                  both heads and with head 1 only (``step(recon=False)``, what the tracker runs)
 then offline throughput (frames/s) of the streaming step at batch 8 and 32 with the best options for the device.
 
 Needs only torch and numpy (runs on the GPU machine, which has no ROS). Examples:
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import platform
 import resource
@@ -84,6 +87,9 @@ def run(args: argparse.Namespace) -> dict:
     h, w = cfg.image_hw
     anchor = torch.rand(1, 3, h, w, device=device) * 2 - 1
     frame = torch.rand(1, 3, h, w, device=device) * 2 - 1
+    # The engine reuses the encoder tokens of the tensor it stepped last (re-anchoring): timed steps alternate two
+    # frames so that every step encodes its frame, as a new camera frame does.
+    frames_ab = itertools.cycle((frame, torch.rand(1, 3, h, w, device=device) * 2 - 1))
     if device.type == "cuda":
         # fp32 matmuls/convs on tensor cores (TF32); recorded in the output. --no-tf32 for strict fp32.
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
@@ -118,19 +124,35 @@ def run(args: argparse.Namespace) -> dict:
         first_ms = (time.perf_counter() - t_start) * 1e3
         first_peak = _peak_mib(device)
         _peak_reset(device)
-        row = _row(name, _time(lambda e=engine: e.step(frame), device, args.iters, args.warmup), 1, device, base)
+        row = _row(name, _time(lambda e=engine: e.step(next(frames_ab)), device, args.iters, args.warmup), 1, device,
+                   base)
         row["first_call_ms"] = first_ms
         row["first_call_peak_mib"] = first_peak
         rows.append(row)
         print(f"  {name}: p50 {row['p50_ms']:.2f} ms", file=sys.stderr, flush=True)
 
+    # Re-anchoring on the frame just stepped, as the tracker does it: set_anchor(f) + step(f) reuse f's encoder
+    # tokens; the new anchor's own pass needs head 1 only (head 2's maps are not used there).
+    engine = StreamingEngine(net, best)
+    engine.set_anchor(anchor)
+    for name, recon in (("step + re-anchor pass, both heads", True),
+                        ("step + re-anchor pass, head 1 only (the tracker's)", False)):
+        def reanchor(e=engine, r=recon):
+            f = next(frames_ab)
+            e.step(f)
+            e.set_anchor(f)
+            e.step(f, recon=r)
+        row = _row(name, _time(reanchor, device, args.iters, args.warmup), 1, device, base)
+        rows.append(row)  # a normal step + the re-anchor pass: subtract the "stream" row for the pass alone
+        print(f"  {name}: p50 {row['p50_ms']:.2f} ms (step + re-anchor pass)", file=sys.stderr, flush=True)
+
     for b in args.batches:
         engine = StreamingEngine(net, best)
         engine.set_anchor(anchor)
-        frames = torch.rand(b, 3, h, w, device=device) * 2 - 1
+        batches = itertools.cycle([torch.rand(b, 3, h, w, device=device) * 2 - 1 for _ in range(2)])
         _peak_reset(device)
-        engine.step(frames)
-        times = _time(lambda e=engine, f=frames: e.step(f), device, max(3, args.iters // 4), 1)
+        engine.step(next(batches))
+        times = _time(lambda e=engine, fs=batches: e.step(next(fs)), device, max(3, args.iters // 4), 1)
         rows.append(_row(f"stream batch {b} ({'fastest' if device.type == 'cuda' else 'fp32'})", times, b,
                          device, base))
 
