@@ -16,6 +16,7 @@ online-mode :class:`~st4rtrack_ros.tracking.tracker.OnlineTracker` on the same b
    frames the node processed, in its order and with the stamps it saw (from the middle of the run). A node fed
    faster than it steps drops frames, so the frames it steps lie further apart (and a looped bag jumps back more
    often): the tracker re-anchors more, an extra network call each time. This is the tracker doing the node's work.
+   Not for a ``--baseline-src`` node: the offline tracker is always this checkout's.
 
 ratio = node output rate / offline tracker rate (the mean of the offline runs before and after the block of live
 runs); ``ratio_to_offline_same_frames`` = node output rate / the rate of 3. (re-anchors of both offline runs are
@@ -328,7 +329,8 @@ def main() -> None:
                 s = live_run(args.bag, hz, args.duration, args.out / key, env, not args.deserialize, args.profile,
                              overrides)
                 schedule = s.pop("_schedule")
-                if args.same_frames and len(schedule) > 4:
+                # the offline tracker is this checkout's: a --baseline-src node runs other code, so no ratio for it
+                if args.same_frames and len(schedule) > 4 and env is None:
                     o = offline_rate(args.bag, params, schedule=middle(schedule, args.same_frames))
                     o.pop("_last"), o.pop("_last_map")
                     s["offline_same_frames"] = o
