@@ -1,11 +1,8 @@
 """The node's frame path: input callbacks, the tracker thread and the publisher thread, and the state they share.
 
 Threading (why): a camera publishes faster than the tracker may run, and queueing frames only adds latency. So the
-image callback only checks the image and puts it into a one-frame slot — a newer frame replaces an unprocessed one
-and counts as dropped — and the tracker thread runs the tracker on whatever is newest. Raw images are converted to
-RGB in the callback (a copy: every fault is found and counted there); compressed ones are decoded by the tracker
-thread, only for the frames it steps (at 30 Hz a node stepping 5 frames/s would otherwise decode 25 JPEGs a second
-for nothing). The publisher thread builds
+image callback only decodes the image and puts it into a one-frame slot — a newer frame replaces an unprocessed one
+and counts as dropped — and the tracker thread runs the tracker on whatever is newest. The publisher thread builds
 and sends that frame's outputs while the tracker steps the next one (``handover.Handoff``: never more than one frame
 behind, nothing dropped, order kept); tracks, clouds, markers and the path go out as CDR bytes written from the
 arrays (``publishing``). Per-stage timings are in /diagnostics (``timing``). Depth and CameraInfo are matched to the
@@ -53,11 +50,10 @@ class Tracker(Protocol):
 class Frame:
     stamp: TimeMsg
     stamp_ns: int
-    rgb: np.ndarray | None  # (H, W, 3) uint8; None until ``compressed`` is decoded (in the tracker thread)
+    rgb: np.ndarray
     received: float  # time.monotonic() at receipt
     frame_id: str = ""
     decode_ms: float = 0.0  # image_to_rgb in the image callback
-    compressed: CompressedImage | None = None  # not decoded yet: only the frames the tracker steps are
 
 
 @dataclass
@@ -185,29 +181,17 @@ class FramePipeline:
         try:
             stamp_ns = cv.ns_from_stamp(msg.header.stamp)
             check_stamp(stamp_ns, self.node.get_clock().now().nanoseconds, float(self.p["ros.max_future_stamp_s"]))
-        except BadInput as e:
-            self.fault("image", "rejected", e.cause, str(e), frame=True)
-            return
-        frame = Frame(msg.header.stamp, stamp_ns, None, now, msg.header.frame_id)
-        if isinstance(msg, CompressedImage):
-            frame.compressed = msg
-        elif not self._decode(frame, msg):
-            return
-        if self._slot.put(frame):
-            self.counters.dropped += 1
-
-    def _decode(self, f: Frame, msg: Image | CompressedImage) -> bool:
-        """``msg`` → ``f.rgb`` (and ``f.decode_ms``); False when the image is unusable (counted as rejected)."""
-        try:
             t0 = time.perf_counter()
-            f.rgb = image_to_rgb(msg, int(self.p["ros.max_image_pixels"]), MIN_SIDE)
-            f.decode_ms = (time.perf_counter() - t0) * 1e3
-            return True
+            rgb = image_to_rgb(msg, int(self.p["ros.max_image_pixels"]), MIN_SIDE)
+            decode_ms = (time.perf_counter() - t0) * 1e3
         except BadInput as e:
             self.fault("image", "rejected", e.cause, str(e), frame=True)
+            return
         except Exception as e:  # image_to_rgb promises BadInput only; a decoder surprise must not stop the node
             self.fault("image", "rejected", "decode_error", f"{type(e).__name__}: {e}", frame=True)
-        return False
+            return
+        if self._slot.put(Frame(msg.header.stamp, stamp_ns, rgb, now, msg.header.frame_id, decode_ms)):
+            self.counters.dropped += 1
 
     def on_camera_info(self, msg: CameraInfo) -> None:
         """Keep K by stamp; an invalid CameraInfo is ignored (a matching good one, or the estimate, is used)."""
@@ -320,11 +304,7 @@ class FramePipeline:
 
     def _step(self, f: Frame) -> Stepped | None:
         """Run the tracker on a frame; None when the frame gives no output (refused, out of memory)."""
-        times = {"queue": (time.monotonic() - f.received) * 1e3 - f.decode_ms}
-        if f.compressed is not None and not self._decode(f, f.compressed):
-            return None
-        assert f.rgb is not None
-        times["decode"] = f.decode_ms
+        times = {"decode": f.decode_ms, "queue": (time.monotonic() - f.received) * 1e3 - f.decode_ms}
         t_sync = time.perf_counter()
         h, w = f.rgb.shape[:2]
         if self._size is not None and self._size != (w, h):

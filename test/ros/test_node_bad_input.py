@@ -121,12 +121,16 @@ def faults(node: TrackerNode) -> dict[str, int]:
 
 def test_each_bad_image_is_rejected_counted_and_logged_once_per_cause(node: TrackerNode,
                                                                       capfd: pytest.CaptureFixture[str]) -> None:
+    png = cv2.imencode(".png", RGB)[1].tobytes()
+    bad_jpeg = CompressedImage()
+    bad_jpeg.header.stamp.sec, bad_jpeg.format, bad_jpeg.data = NOW_S, "jpeg", png[:60]
     cases = {
         "unsupported_encoding": image(NOW_S, "no_such_encoding"),
         "step_mismatch": image(NOW_S, step=W * 3 - 4),
         "truncated": image(NOW_S, data=RGB.tobytes()[:500]),
         "empty": image(NOW_S, data=b""),
         "too_small": image(NOW_S, w=8, h=8, data=bytes(8 * 8 * 3), step=24),
+        "corrupt_compressed": bad_jpeg,
         "future_stamp": image(int(time.time()) + 3 * 86400),
     }
     for msg in cases.values():
@@ -139,35 +143,6 @@ def test_each_bad_image_is_rejected_counted_and_logged_once_per_cause(node: Trac
     for c in cases:
         assert err.count(f"image rejected ({c})") == 1, (c, err)
     assert "step 92 < width*3=96" in err
-
-
-def compressed(sec: int, data: bytes, fmt: str = "png") -> CompressedImage:
-    m = CompressedImage()
-    m.header.stamp.sec, m.header.frame_id, m.format, m.data = sec, "cam", fmt, data
-    return m
-
-
-def test_compressed_images_are_decoded_only_when_stepped(node: TrackerNode,
-                                                         capfd: pytest.CaptureFixture[str]) -> None:
-    pipeline, tracker = node.frame_pipeline, node.tracker
-    png = cv2.imencode(".png", RGB[..., ::-1])[1].tobytes()  # OpenCV encodes BGR
-    pipeline.on_image(compressed(NOW_S, png[:60], "jpeg"))  # corrupt: found when the tracker thread takes it
-    assert _wait(lambda: faults(node) == {"image.corrupt_compressed": 1})
-    assert node.counters.rejected == 1 and not tracker.frames
-    pipeline.on_image(compressed(NOW_S + 1, png))
-    assert _wait(lambda: len(tracker.frames) == 1)
-    assert np.array_equal(tracker.frames[0].rgb, RGB)
-    # while the tracker is busy, a newer frame replaces an unstepped one: the replaced one is never decoded (its
-    # corruption is not seen) and counts as dropped
-    with pipeline._lock:  # the tracker thread takes the next frame, decodes it and waits here
-        pipeline.on_image(compressed(NOW_S + 2, png))
-        assert _wait(lambda: pipeline._slot._item is None)
-        pipeline.on_image(compressed(NOW_S + 3, png[:60], "jpeg"))
-        pipeline.on_image(compressed(NOW_S + 4, png))
-    assert _wait(lambda: len(tracker.frames) == 3)
-    assert [f.stamp_ns // 10**9 for f in tracker.frames] == [NOW_S + 1, NOW_S + 2, NOW_S + 4]
-    assert faults(node) == {"image.corrupt_compressed": 1} and node.counters.dropped == 1
-    assert capfd.readouterr().err.count("image rejected (corrupt_compressed)") == 1
 
 
 def test_image_pixel_limit_is_a_runtime_parameter(node: TrackerNode) -> None:
