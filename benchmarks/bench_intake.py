@@ -13,7 +13,7 @@ bag's image and CameraInfo topics at ``--hz``, under three intakes in this same 
 - ``pull``: the image subscription sits on a node no executor spins (depth-1 history: DDS keeps only the newest);
   a thread takes the newest raw message every ``--pull-period`` s and deserialises and decodes only that one.
 
-  .venv/bin/python benchmarks/bench_intake.py out/quiet/bags/easy_1000_64_256x160 --hz 30 --repeats 4 \\
+  .venv/bin/python benchmarks/bench_intake.py out/quiet/bags/easy_1000_64_256x160 --hz 30 --repeats 5 \\
       --json results/benchmarks/bench_intake_contention.json
 """
 

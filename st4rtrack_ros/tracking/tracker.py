@@ -168,7 +168,7 @@ class OnlineTracker:
                 self.engine.set_anchor(self._anchor_x)  # the cache was freed after an out-of-memory drop
             out = self.engine.step(x, recon=recon)
             finite = [torch.isfinite(t).all() for t in out.maps()]
-            if bool(torch.stack(finite).all()):  # one device sync for all four maps
+            if bool(torch.stack(finite).all()):  # one device sync for every map computed
                 return out
             self.nonfinite_outputs += 1
             if new_anchor:  # forget the new anchor: the current one is re-encoded from _anchor_x on the next call
